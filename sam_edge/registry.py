@@ -1,0 +1,207 @@
+"""Named model variants and the one builder that turns a config into a :class:`Sam`.
+
+A variant is a :class:`ModelConfig`. ``create_model(name, checkpoint=None, **overrides)`` builds
+it (random init, seeded by the caller) and, given a checkpoint, loads it strictly.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .modeling.image_encoder import ImageEncoderViT
+from .modeling.mask_decoder import MaskDecoder
+from .modeling.prompt_encoder import PromptEncoder
+from .modeling.sam import PIXEL_MEAN, PIXEL_STD, Sam
+from .modeling.tiny_vit import TinyViT
+from .modeling.transformer import TwoWayTransformer
+
+ENCODER_KINDS = ("vit", "tiny_vit")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to build a SAM-family model. Fields not used by ``encoder_kind`` are
+    ignored by the builder (they keep their defaults)."""
+
+    name: str
+    encoder_kind: str = "vit"
+    image_size: int = 1024
+    patch_size: int = 16
+    # ViT encoder
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    window_size: int = 14
+    mlp_ratio: float = 4.0
+    # TinyViT encoder (MobileSAM layout)
+    tiny_embed_dims: tuple[int, ...] = (64, 128, 160, 320)
+    tiny_depths: tuple[int, ...] = (2, 2, 6, 2)
+    tiny_num_heads: tuple[int, ...] = (2, 4, 5, 10)
+    tiny_window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+    # prompt encoder + mask decoder
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    iou_head_hidden_dim: int = 256
+    num_multimask_outputs: int = 3
+    pixel_mean: tuple[float, ...] = PIXEL_MEAN
+    pixel_std: tuple[float, ...] = PIXEL_STD
+    # documentation only
+    description: str = ""
+    checkpoint_hint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.encoder_kind not in ENCODER_KINDS:
+            raise ValueError(f"encoder_kind must be one of {ENCODER_KINDS}, got {self.encoder_kind!r}")
+        if self.image_size % 16:
+            raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image embedding grid (64 for a 1024 input)."""
+        return self.image_size // 16
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known keys: {sorted(known)}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**kwargs)
+
+
+_REGISTRY: dict[str, ModelConfig] = {}
+
+
+def register(config: ModelConfig) -> ModelConfig:
+    if config.name in _REGISTRY:
+        raise ValueError(f"model {config.name!r} is already registered")
+    _REGISTRY[config.name] = config
+    return config
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_config(name: str, **overrides: Any) -> ModelConfig:
+    """The registered config for ``name``, with optional field overrides (e.g. image_size=512)."""
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    cfg = _REGISTRY[name]
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+def build_image_encoder(cfg: ModelConfig) -> nn.Module:
+    if cfg.encoder_kind == "vit":
+        return ImageEncoderViT(
+            img_size=cfg.image_size,
+            patch_size=cfg.patch_size,
+            embed_dim=cfg.embed_dim,
+            depth=cfg.depth,
+            num_heads=cfg.num_heads,
+            mlp_ratio=cfg.mlp_ratio,
+            out_chans=cfg.prompt_embed_dim,
+            window_size=cfg.window_size,
+            global_attn_indexes=cfg.global_attn_indexes,
+        )
+    return TinyViT(
+        img_size=cfg.image_size,
+        embed_dims=cfg.tiny_embed_dims,
+        depths=cfg.tiny_depths,
+        num_heads=cfg.tiny_num_heads,
+        window_sizes=cfg.tiny_window_sizes,
+        mlp_ratio=cfg.mlp_ratio,
+        out_chans=cfg.prompt_embed_dim,
+    )
+
+
+def build_sam(cfg: ModelConfig, image_encoder: nn.Module | None = None) -> Sam:
+    """Build a :class:`Sam` from a config; pass ``image_encoder`` to swap in a student."""
+    grid = cfg.embedding_size
+    return Sam(
+        image_encoder=image_encoder if image_encoder is not None else build_image_encoder(cfg),
+        prompt_encoder=PromptEncoder(
+            embed_dim=cfg.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(cfg.image_size, cfg.image_size),
+            mask_in_chans=cfg.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=cfg.prompt_embed_dim,
+            transformer=TwoWayTransformer(
+                depth=cfg.decoder_depth,
+                embedding_dim=cfg.prompt_embed_dim,
+                num_heads=cfg.decoder_num_heads,
+                mlp_dim=cfg.decoder_mlp_dim,
+            ),
+            num_multimask_outputs=cfg.num_multimask_outputs,
+            iou_head_hidden_dim=cfg.iou_head_hidden_dim,
+        ),
+        image_size=cfg.image_size,
+        pixel_mean=cfg.pixel_mean,
+        pixel_std=cfg.pixel_std,
+    )
+
+
+def create_model(name: str, checkpoint: str | Path | None = None, **overrides: Any) -> Sam:
+    """Build the registered variant ``name`` in eval mode; load ``checkpoint`` strictly if given.
+
+    ``checkpoint`` may be an official ``.pth`` (segment_anything / MobileSAM layout), a
+    ``.safetensors`` written by :func:`sam_edge.checkpoint.save_model`, or a torch file holding
+    a dict wrapped under ``model`` / ``state_dict``.
+    """
+    cfg = get_config(name, **overrides)
+    model = build_sam(cfg)
+    model.config = cfg  # type: ignore[attr-defined]
+    if checkpoint is not None:
+        from .checkpoint import load_checkpoint_into
+
+        load_checkpoint_into(model, checkpoint, model_name=name)
+    return model.eval()
+
+
+_SAM_VARIANTS = {
+    "sam_vit_b": dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
+    "sam_vit_l": dict(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
+    "sam_vit_h": dict(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
+}
+_OFFICIAL_FILES = {"sam_vit_b": "sam_vit_b_01ec64.pth", "sam_vit_l": "sam_vit_l_0b3195.pth",
+                   "sam_vit_h": "sam_vit_h_4b8939.pth"}
+
+for _name, _kw in _SAM_VARIANTS.items():
+    register(ModelConfig(
+        name=_name, encoder_kind="vit", **_kw,
+        description=f"SAM {_name[4:].upper().replace('_', '-')} (teacher), 1024 px input",
+        checkpoint_hint=_OFFICIAL_FILES[_name],
+    ))
+
+register(ModelConfig(
+    name="mobilesam_tinyvit", encoder_kind="tiny_vit",
+    description="MobileSAM: TinyViT-5M image encoder + SAM prompt encoder / mask decoder",
+    checkpoint_hint="mobile_sam.pt",
+))
+
+# Tiny variants: same code paths, small enough for a 2-core CPU test suite.
+register(ModelConfig(
+    name="sam_test_tiny", encoder_kind="vit", image_size=256, embed_dim=64, depth=4, num_heads=2,
+    global_attn_indexes=(1, 3), window_size=4, prompt_embed_dim=64, decoder_num_heads=4,
+    decoder_mlp_dim=128, iou_head_hidden_dim=64, description="tiny ViT SAM for tests (random init)",
+))
+register(ModelConfig(
+    name="mobilesam_test_tiny", encoder_kind="tiny_vit", image_size=256,
+    tiny_embed_dims=(16, 32, 48, 64), tiny_depths=(1, 1, 1, 1), tiny_num_heads=(1, 2, 3, 4),
+    tiny_window_sizes=(4, 4, 8, 4), prompt_embed_dim=64, decoder_num_heads=4, decoder_mlp_dim=128,
+    iou_head_hidden_dim=64, description="tiny TinyViT SAM for tests (random init)",
+))
