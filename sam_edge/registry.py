@@ -183,7 +183,7 @@ _OFFICIAL_FILES = {"sam_vit_b": "sam_vit_b_01ec64.pth", "sam_vit_l": "sam_vit_l_
 for _name, _kw in _SAM_VARIANTS.items():
     register(ModelConfig(
         name=_name, encoder_kind="vit", **_kw,
-        description=f"SAM {_name[4:].upper().replace('_', '-')} (teacher), 1024 px input",
+        description=f"SAM ViT-{_name[-1].upper()} (teacher), 1024 px input",
         checkpoint_hint=_OFFICIAL_FILES[_name],
     ))
 

@@ -1,0 +1,43 @@
+# The two set-up commands for a fresh machine (see README):
+#   make demo   create .venv, install sam-edge, run the main job
+#   make test   create .venv, install sam-edge with the test extras, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= out/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test install bench clean
+
+# torch==2.13.0 is the CPU build on disk; installing it first keeps any resolver from reaching
+# for a CUDA build from the registry.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Main job. Until trained weights ship with the repo, the model runs with random weights unless
+# CHECKPOINT=path/to/sam_vit_h_4b8939.pth MODEL=sam_vit_h is given.
+MODEL ?= sam_test_tiny
+CHECKPOINT ?=
+CKPT_ARG := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
+demo: install
+	$(BIN)/sam-edge models
+	$(BIN)/sam-edge segment sam_edge/assets/astronaut.jpg --model $(MODEL) $(CKPT_ARG) \
+		--point 190,120 --point 60,330,0 --multimask --out $(OUT)/segment
+	$(BIN)/sam-edge everything sam_edge/assets/astronaut.jpg --model $(MODEL) $(CKPT_ARG) \
+		--points-per-side 16 --out $(OUT)/everything/masks.json
+	@echo "demo outputs in $(OUT)/"
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m benchmarks.core_latency
+
+clean:
+	rm -rf $(VENV) out build *.egg-info

@@ -1,0 +1,59 @@
+"""The ``sam-edge`` command line: a thin layer over importable functions.
+
+Each subcommand lives in a module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+modules of the training/export/benchmark packages are imported only when their command runs
+(``sam_edge`` never imports them at import time).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# name -> (module, one-line help). Later packages (distill, export, benchmarks) add rows here.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("sam_edge.commands.models", "list the registered model variants"),
+    "segment": ("sam_edge.commands.segment", "segment an image from point / box prompts"),
+    "everything": ("sam_edge.commands.everything", "segment everything in an image (COCO RLE JSON + overlay)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sam-edge", description="Segment Anything for phones, Jetsons and browsers."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip())
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .image import ImageError
+    from .predictor import PromptError
+
+    try:
+        return int(args._module.run(args) or 0)
+    except (ImageError, PromptError, CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"sam-edge {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
