@@ -369,7 +369,8 @@ class TinyViT(nn.Module):
         self.grid_size = res
 
         # Stochastic depth rate grows linearly over all blocks, conv blocks included.
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        n_blocks = sum(depths)
+        dpr = [drop_path_rate * i / max(n_blocks - 1, 1) for i in range(n_blocks)]
         self.layers = nn.ModuleList()
         for i in range(num_layers):
             block_dpr = dpr[sum(depths[:i]) : sum(depths[: i + 1])]
