@@ -1,0 +1,80 @@
+"""Prompt simulation for SAM-style interactive training.
+
+All functions work on batches of binary masks B x H x W (torch, bool) in the model's input frame
+and take an explicit ``torch.Generator`` so runs are reproducible and resumable.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _sample_from(region: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One uniformly random pixel of each B x H x W region -> (B x 2 (x, y) coords, B valid).
+    An empty region yields the image centre and valid=False."""
+    b, h, w = region.shape
+    flat = region.reshape(b, -1).float()
+    counts = flat.sum(1)
+    valid = counts > 0
+    weights = torch.where(valid[:, None], flat, torch.ones_like(flat))
+    idx = torch.multinomial(weights, 1, generator=g).squeeze(1)
+    ys = torch.div(idx, w, rounding_mode="floor")
+    xs = idx % w
+    coords = torch.stack([xs, ys], dim=1).float()
+    return coords, valid
+
+
+def sample_points_in_masks(masks: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A point drawn uniformly inside each ground-truth mask: B x 1 x 2 coords, B x 1 labels (1)."""
+    coords, _ = _sample_from(masks, g)
+    return coords[:, None], torch.ones(masks.shape[0], 1, dtype=torch.int64)
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight XYXY boxes of B x H x W masks (pixel edges: x1 = last column + 1)."""
+    b, h, w = masks.shape
+    rows = masks.any(dim=2)
+    cols = masks.any(dim=1)
+    ar_h = torch.arange(h, device=masks.device)
+    ar_w = torch.arange(w, device=masks.device)
+    y0 = torch.where(rows, ar_h, h).min(1).values
+    y1 = torch.where(rows, ar_h, -1).max(1).values + 1
+    x0 = torch.where(cols, ar_w, w).min(1).values
+    x1 = torch.where(cols, ar_w, -1).max(1).values + 1
+    return torch.stack([x0, y0, x1, y1], dim=1).float()
+
+
+def noisy_boxes(
+    masks: torch.Tensor, g: torch.Generator, noise_frac: float = 0.1, max_noise: float = 20.0
+) -> torch.Tensor:
+    """Ground-truth boxes with each coordinate jittered by N(0, noise_frac * side), clipped to
+    +-max_noise pixels and to the image (SAM's box augmentation). B x 4."""
+    boxes = masks_to_boxes(masks)
+    h, w = masks.shape[-2:]
+    side = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, dim=1)
+    noise = torch.randn(boxes.shape, generator=g) * noise_frac * side
+    boxes = boxes + noise.clamp(-max_noise, max_noise)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+    x0, x1 = torch.minimum(boxes[:, 0], boxes[:, 2]), torch.maximum(boxes[:, 0], boxes[:, 2])
+    y0, y1 = torch.minimum(boxes[:, 1], boxes[:, 3]), torch.maximum(boxes[:, 1], boxes[:, 3])
+    return torch.stack([x0, y0, x1, y1], dim=1)
+
+
+def error_region_points(
+    pred: torch.Tensor, gt: torch.Tensor, g: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A corrective click per mask, drawn uniformly from the error region: a false-negative pixel
+    (in gt, not predicted) gives a positive point, a false-positive pixel a negative one.
+    Where the prediction is perfect, the point is a positive point inside gt.
+    Returns B x 1 x 2 coords and B x 1 labels."""
+    fn = gt & ~pred
+    fp = pred & ~gt
+    coords, valid = _sample_from(fn | fp, g)
+    b = gt.shape[0]
+    xs, ys = coords[:, 0].long(), coords[:, 1].long()
+    label = fn[torch.arange(b), ys, xs].long()
+    if not bool(valid.all()):
+        inside, _ = _sample_from(gt, g)
+        coords = torch.where(valid[:, None], coords, inside)
+        label = torch.where(valid, label, torch.ones_like(label))
+    return coords[:, None], label[:, None]
