@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "segment": ("sam_edge.commands.segment", "segment an image from point / box prompts"),
     "everything": ("sam_edge.commands.everything", "segment everything in an image (COCO RLE JSON + overlay)"),
     "data": ("distill.cli_data", "datasets: synthetic SA-1B-format set (synth), check a folder (check)"),
+    "pretrain": ("distill.cli_pretrain", "train a SAM-architecture model with the SAM recipe (promptable segmentation)"),
 }
 
 

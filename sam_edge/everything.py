@@ -15,11 +15,12 @@ without torchvision or OpenCV. Differences, all where the reference is inconsist
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from .image import check_rgb_uint8
 from .utils.amg import (
     MaskData,
     area_from_rle,
@@ -44,6 +45,15 @@ from .utils.amg import (
 __all__ = ["AutomaticMaskGenerator", "OUTPUT_MODES"]
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+
+
+def _mask_to_box(mask: np.ndarray) -> List[int]:
+    """XYXY box of one H x W bool mask, [0, 0, 0, 0] when empty (``batched_mask_to_box``)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return [0, 0, 0, 0]
+    cols = np.flatnonzero(mask.any(axis=0))
+    return [int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])]
 
 
 def _is_int(x: Any) -> bool:
@@ -207,11 +217,7 @@ class AutomaticMaskGenerator:
           stability_score: float,
           crop_box: [x, y, w, h] (ints), the crop the mask was generated in.
         """
-        if not isinstance(image, np.ndarray) or image.ndim != 3:
-            raise ValueError(
-                f"image must be an H x W x C numpy array, got "
-                f"{type(image).__name__}{getattr(image, 'shape', '')}."
-            )
+        check_rgb_uint8(image)  # ImageError (a ValueError) naming what was received
         mask_data = self._generate_masks(image)
 
         if self.min_mask_region_area > 0:
@@ -247,7 +253,7 @@ class AutomaticMaskGenerator:
 
         data = MaskData()
         for crop_box, layer_idx in zip(crop_boxes, layer_idxs):
-            data.cat(self._process_crop(image, crop_box, layer_idx, orig_size))
+            data.cat(self._process_crop(image, crop_box, layer_idx, orig_size), copy=False)
 
         if len(crop_boxes) > 1 and len(data["rles"]) > 0:
             # Remove duplicates between crops, preferring masks from smaller crops.
@@ -277,7 +283,7 @@ class AutomaticMaskGenerator:
         data = MaskData()
         try:
             for (points,) in batch_iterator(self.points_per_batch, points_for_image):
-                data.cat(self._process_batch(points, cropped_im_size, crop_box, orig_size))
+                data.cat(self._process_batch(points, cropped_im_size, crop_box, orig_size), copy=False)
         finally:
             self.predictor.reset_image()
 
@@ -359,11 +365,11 @@ class AutomaticMaskGenerator:
             unchanged = not (changed_holes or changed_islands)
             if not unchanged:
                 changed_masks[i] = mask
-            boxes.append(batched_mask_to_box(torch.as_tensor(mask)[None])[0])
+            boxes.append(_mask_to_box(mask))
             # Score 1 for unchanged masks and 0 for changed ones, so NMS prefers the former.
             scores.append(float(unchanged))
 
-        boxes_t = torch.stack(boxes)
+        boxes_t = torch.tensor(boxes, dtype=torch.int64)
         keep = batched_nms(
             boxes_t.float(), torch.as_tensor(scores), torch.zeros(len(boxes_t)), iou_threshold=nms_thresh
         )

@@ -205,3 +205,11 @@ register(ModelConfig(
     tiny_window_sizes=(4, 4, 8, 4), prompt_embed_dim=64, decoder_num_heads=4, decoder_mlp_dim=128,
     iou_head_hidden_dim=64, description="tiny TinyViT SAM for tests (random init)",
 ))
+
+# Demo teacher: SAM's architecture at 256 px (16 x 16 x 256 embeddings), small enough to train
+# and run on a CPU; trained with `sam-edge pretrain` on synthetic SA-1B-format data (README).
+register(ModelConfig(
+    name="sam_demo_teacher", encoder_kind="vit", image_size=256, embed_dim=192, depth=6, num_heads=3,
+    global_attn_indexes=(2, 5), window_size=8,
+    description="demo teacher: 6-block ViT-192 SAM at 256 px, trained on synthetic data",
+))

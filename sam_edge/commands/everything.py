@@ -48,6 +48,11 @@ def run(args: argparse.Namespace) -> int:
     anns = gen.generate(image)
     elapsed = time.perf_counter() - t0
     out = Path(args.out)
+    # NaN scores (empty masks reach the output only when the filters are off) are not valid JSON
+    for a in anns:
+        for key in ("predicted_iou", "stability_score"):
+            if a[key] != a[key]:
+                a[key] = None
     write_json_atomic(out, anns)
     overlay_path = Path(args.overlay) if args.overlay else out.with_suffix(".png")
     masks = [rle_to_coco_mask(a["segmentation"]) for a in anns]

@@ -116,17 +116,19 @@ class MaskData:
             else:
                 raise TypeError(f"MaskData key {k} has an unsupported type {type(v)}.")
 
-    def cat(self, new_stats: "MaskData") -> None:
-        """Append the entries of ``new_stats`` (key by key) after this one's."""
+    def cat(self, new_stats: "MaskData", copy: bool = True) -> None:
+        """Append the entries of ``new_stats`` (key by key) after this one's. With
+        ``copy=False`` lists and first-seen fields are not deep-copied (for a ``new_stats``
+        that is discarded afterwards)."""
         for k, v in new_stats.items():
             if k not in self._stats or self._stats[k] is None:
-                self._stats[k] = deepcopy(v)
+                self._stats[k] = deepcopy(v) if copy else v
             elif isinstance(v, torch.Tensor):
                 self._stats[k] = torch.cat([self._stats[k], v], dim=0)
             elif isinstance(v, np.ndarray):
                 self._stats[k] = np.concatenate([self._stats[k], v], axis=0)
             elif isinstance(v, list):
-                self._stats[k] = self._stats[k] + deepcopy(v)
+                self._stats[k] = self._stats[k] + (deepcopy(v) if copy else v)
             else:
                 raise TypeError(f"MaskData key {k} has an unsupported type {type(v)}.")
 
@@ -381,10 +383,12 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> Tup
     if mode not in ("holes", "islands"):
         raise ValueError(f"mode must be 'holes' or 'islands', got {mode!r}.")
     correct_holes = mode == "holes"
-    working_mask = (correct_holes ^ np.asarray(mask, dtype=bool)).astype(np.uint8)
+    working_mask = np.asarray(mask, dtype=bool)
+    if correct_holes:
+        working_mask = ~working_mask
     regions, n_fg = ndimage.label(working_mask, structure=_EIGHT_CONNECTED)
     n_labels = n_fg + 1
-    sizes = np.bincount(regions.ravel(), minlength=n_labels)[1:]  # label 0 is the background
+    sizes = np.bincount(regions.ravel(order="K"), minlength=n_labels)[1:]  # label 0: background
     small_regions = np.flatnonzero(sizes < area_thresh) + 1
     if small_regions.size == 0:
         return mask, False
