@@ -206,10 +206,12 @@ register(ModelConfig(
     iou_head_hidden_dim=64, description="tiny TinyViT SAM for tests (random init)",
 ))
 
-# Demo teacher: SAM's architecture at 256 px (16 x 16 x 256 embeddings), small enough to train
-# and run on a CPU; trained with `sam-edge pretrain` on synthetic SA-1B-format data (README).
+# Demo teacher: SAM's architecture, narrowed so that it trains and runs on a 2-core CPU: 256 px
+# input (16 x 16 image embedding), a 6-block ViT-192 encoder, 128-channel prompt encoder / mask
+# decoder. Trained with `sam-edge pretrain` on synthetic SA-1B-format data (see README).
 register(ModelConfig(
     name="sam_demo_teacher", encoder_kind="vit", image_size=256, embed_dim=192, depth=6, num_heads=3,
-    global_attn_indexes=(2, 5), window_size=8,
-    description="demo teacher: 6-block ViT-192 SAM at 256 px, trained on synthetic data",
+    global_attn_indexes=(2, 5), window_size=8, prompt_embed_dim=128, decoder_num_heads=4,
+    decoder_mlp_dim=1024, iou_head_hidden_dim=128,
+    description="demo teacher: 6-block ViT-192 SAM at 256 px, 128-d decoder, trained on synthetic data",
 ))
