@@ -88,9 +88,9 @@ class PretrainConfig:
 def prepare_item(item: dict[str, Any], image_size: int, k: int, g: torch.Generator) -> dict[str, torch.Tensor]:
     """One dataset item (already resized to longest side ``image_size``) -> padded uint8 image
     3 x S x S, the input size (h, w), and up to ``k`` masks (chosen with ``g``) padded to S x S."""
-    img = torch.from_numpy(np.ascontiguousarray(item["image"])).permute(2, 0, 1).clone()
+    img = torch.from_numpy(np.array(item["image"], dtype=np.uint8)).permute(2, 0, 1)
     h, w = img.shape[-2:]
-    masks = torch.from_numpy(item["masks"])
+    masks = torch.from_numpy(np.array(item["masks"], dtype=bool))
     n = masks.shape[0]
     pick = torch.randperm(n, generator=g)[:k]
     masks = masks[pick]
@@ -250,17 +250,23 @@ class Trainer:
         )
         self.gen = torch.Generator().manual_seed(cfg.seed)  # prompts + mask choice
         self.step = 0
+        # RNG state at the start of the current step: an interrupt mid-step saves this one, so
+        # the resumed run redraws that step's masks and prompts exactly as an unbroken run would
+        self._boundary_rng: Optional[dict[str, torch.Tensor]] = None
         self.ckpt_path = self.out / "checkpoints" / "last.pt"
         self.tb = None
 
     # -- state --------------------------------------------------------------------------------
+    def _rng_now(self) -> dict[str, torch.Tensor]:
+        return {"prompt": self.gen.get_state(), "torch": torch.get_rng_state()}
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
             "step": self.step,
-            "rng": {"prompt": self.gen.get_state(), "torch": torch.get_rng_state()},
+            "rng": self._boundary_rng or self._rng_now(),
             "config": dataclasses.asdict(self.cfg),
             "model_config": self.model.config.to_dict(),
         }
@@ -388,11 +394,13 @@ class Trainer:
         last_val: dict[str, float] = {}
         try:
             while self.step < self.total_steps:
+                self._boundary_rng = self._rng_now()
                 batch = self.load_batch(self.batch_for_step(self.step))
                 if batch is None:
                     self.step += 1
                     continue
                 m = self.train_step(batch)
+                self._boundary_rng = None
                 bar.update(1)
                 bar.set_postfix(loss=f"{m['loss']:.3f}", iou=f"{m['iou_first']:.2f}/{m['iou_last']:.2f}")
                 if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:

@@ -1,0 +1,177 @@
+"""Promptable training (SAM recipe): prompt simulation, losses, overfitting, exact resume,
+bad samples counted in the run summary."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill.losses import dice_loss, mask_iou, sam_loss, sigmoid_focal_loss
+from distill.pretrain import PretrainConfig, Trainer
+from distill.prompts import error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
+from distill.synth import generate_dataset
+from sam_edge.cli import main
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate_dataset(out, num_images=10, image_size=256, seed=3)
+    return out
+
+
+def _cfg(data: Path, out: Path, **kw) -> PretrainConfig:
+    base = dict(model="sam_test_tiny", data=str(data), out=str(out), batch_size=2, masks_per_image=2,
+                corrections=2, extra_iters=1, lr=2e-3, warmup_steps=2, val_images=2, val_every=1000,
+                ckpt_every=1000, log_every=1, seed=0, val_fraction=0.2)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+def test_prompt_simulation():
+    g = torch.Generator().manual_seed(0)
+    gt = torch.zeros(3, 32, 32, dtype=torch.bool)
+    gt[0, 4:10, 5:20] = True
+    gt[1, 20:30, 0:8] = True
+    gt[2, 0:32, 0:32] = True
+    coords, labels = sample_points_in_masks(gt, g)
+    for i in range(3):
+        x, y = coords[i, 0].long().tolist()
+        assert gt[i, y, x] and labels[i, 0] == 1
+    assert masks_to_boxes(gt).tolist() == [[5, 4, 20, 10], [0, 20, 8, 30], [0, 0, 32, 32]]
+    boxes = noisy_boxes(gt, g)
+    assert (boxes[:, 0] <= boxes[:, 2]).all() and (boxes[:, 1] <= boxes[:, 3]).all()
+    assert (boxes >= 0).all() and (boxes <= 32).all()
+    assert (boxes - masks_to_boxes(gt)).abs().max() <= 20
+    # error region: prediction misses part of gt[0] (false negative) and spills onto empty
+    # pixels for gt[1] (false positive); gt[2] is predicted perfectly
+    pred = gt.clone()
+    pred[0, 4:10, 5:12] = False
+    pred[1] = False
+    pred[1, 0:5, 25:30] = True
+    pred[1, 20:30, 0:8] = True
+    for _ in range(20):
+        c, lab = error_region_points(pred, gt, g)
+        x0, y0 = c[0, 0].long().tolist()
+        assert lab[0, 0] == 1 and gt[0, y0, x0] and not pred[0, y0, x0]
+        x1, y1 = c[1, 0].long().tolist()
+        assert lab[1, 0] == 0 and pred[1, y1, x1] and not gt[1, y1, x1]
+        x2, y2 = c[2, 0].long().tolist()
+        assert lab[2, 0] == 1 and gt[2, y2, x2]
+
+
+def test_losses():
+    target = torch.zeros(2, 8, 8)
+    target[:, 2:6, 2:6] = 1
+    good = (target * 2 - 1) * 10
+    bad = -good
+    assert sigmoid_focal_loss(good, target).max() < 1e-4 < sigmoid_focal_loss(bad, target).min()
+    assert dice_loss(good, target).max() < 0.01 and dice_loss(bad, target).min() > 0.9
+    logits = torch.stack([bad, good, torch.zeros_like(good)], dim=1)  # 2 x 3 x 8 x 8
+    iou_pred = torch.tensor([[0.0, 1.0, 0.5], [0.0, 1.0, 0.5]])
+    loss, best, parts = sam_loss(logits, iou_pred, target)
+    assert best.tolist() == [1, 1]  # the minimum over the 3 masks is the one trained
+    assert parts["iou"].item() == pytest.approx(1.0)
+    assert mask_iou(good > 0, target > 0).tolist() == [1.0, 1.0]
+    # the IoU head regresses the actual IoU of each mask: predicting 1.0 for the bad mask costs
+    _, _, parts_bad = sam_loss(logits, torch.ones(2, 3), target)
+    assert parts_bad["iou_mse"] > parts["iou_mse"]
+
+
+def test_loss_falls_when_overfitting_a_fixed_batch(synth_dir, tmp_path):
+    torch.manual_seed(0)
+    tr = Trainer(_cfg(synth_dir, tmp_path, point_prob=0.0, lr=3e-3, max_steps=1000))
+    batch = tr.load_batch(tr.batch_for_step(0))
+    losses = [tr.train_step(batch)["loss"] for _ in range(40)]
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < 0.5 * first, (first, last)
+
+
+def test_resume_gives_the_same_next_step_loss(synth_dir, tmp_path):
+    def losses(run: Path) -> dict[int, float]:
+        import csv
+
+        with open(run / "metrics.csv") as fh:
+            return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(fh)}
+
+    Trainer(_cfg(synth_dir, tmp_path / "a", max_steps=5)).fit(progress=False)
+
+    cfg = _cfg(synth_dir, tmp_path / "b", max_steps=5, ckpt_every=2)
+    tr = Trainer(cfg)
+    real_step = tr.train_step
+
+    def interrupted(batch):
+        if tr.step == 3:  # killed while working on step 4, after the step-2 checkpoint
+            raise KeyboardInterrupt
+        return real_step(batch)
+
+    tr.train_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(progress=False)
+    assert tr.ckpt_path.exists()
+    # the interrupt saved step 3; a crash would leave step 2: resume from the periodic one
+    state = torch.load(tr.ckpt_path, weights_only=True)
+    assert state["step"] == 3
+
+    resumed = Trainer(cfg)
+    resumed.fit(resume=True, progress=False)
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert sorted(b) == [1, 2, 3, 4, 5]  # no duplicated rows after the resume
+    for step in (4, 5):
+        assert b[step] == a[step], (step, a[step], b[step])
+    wa = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_bad_samples_are_skipped_and_counted(synth_dir, tmp_path, caplog):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_dir, data)
+    # RLE size disagreeing with the image
+    js = json.loads((data / "sa_1.json").read_text())
+    js["annotations"][0]["segmentation"]["size"] = [100, 100]
+    (data / "sa_1.json").write_text(json.dumps(js))
+    # empty annotation list
+    js = json.loads((data / "sa_2.json").read_text())
+    js["annotations"] = []
+    (data / "sa_2.json").write_text(json.dumps(js))
+    # truncated JPEG
+    raw = (data / "sa_3.jpg").read_bytes()
+    (data / "sa_3.jpg").write_bytes(raw[: len(raw) // 2])
+    with caplog.at_level(logging.WARNING, logger="distill.data"):
+        summary = Trainer(_cfg(data, tmp_path / "run", max_steps=2)).fit(progress=False)
+    counts = summary["data"]["counts"]
+    assert counts == {"rle size mismatch": 1, "no annotations": 1, "truncated image": 1}
+    assert "3 skipped" in summary["data_summary"]
+    logged = caplog.text
+    assert "sa_1" in logged and "sa_2" in logged and "sa_3" in logged
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["data"]["counts"] == counts
+
+
+def test_pretrain_cli_and_resume(synth_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", "--model", "sam_test_tiny", "--data", str(synth_dir), "--out", str(out),
+            "--max-steps", "2", "--batch-size", "2", "--masks-per-image", "2", "--corrections", "1",
+            "--extra-iters", "1", "--val-images", "2", "--val-every", "2"]
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["steps"] == 2
+    assert set(printed["validation"]) >= {"point1", "point1_corr", "box"}
+    assert (out / "model.safetensors").is_file() and (out / "metrics.csv").is_file()
+    import sam_edge
+
+    model = sam_edge.load_model(out / "model.safetensors")
+    assert model.config.name == "sam_test_tiny"
+    # resume with a larger budget continues from step 2
+    assert main([*args[:-8], "--max-steps", "3", "--batch-size", "2", "--masks-per-image", "2",
+                 "--corrections", "1", "--extra-iters", "1", "--val-images", "2", "--val-every", "2", "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["steps"] == 3
+    assert main(["pretrain", "--model", "sam_test_tiny", "--out", str(out)]) == 2
+    assert "--data" in capsys.readouterr().err
