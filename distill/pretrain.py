@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from sam_edge.checkpoint import save_model
 from sam_edge.modeling.sam import Sam
 from sam_edge.registry import create_model
+from sam_edge.utils.config import dataclass_from_dict
 from sam_edge.utils.io import atomic_path, write_json_atomic
 
 from .data import SA1BDataset, SkipReport, train_val_split
@@ -77,11 +78,7 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown pretrain config keys {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        return dataclass_from_dict(cls, d, "pretrain config")
 
 
 # ----------------------------------------------------------------------------------- batches
