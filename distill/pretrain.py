@@ -221,7 +221,7 @@ class Trainer:
         dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.device = torch.device(dev)
         torch.manual_seed(cfg.seed)
-        self.model = create_model(cfg.model, checkpoint=cfg.init).to(self.device)
+        self.model = create_model(cfg.model, checkpoint=cfg.init, pretrained=False).to(self.device)
         self.image_size = self.model.image_size
         self.report = SkipReport()
         ds = dataset or SA1BDataset(cfg.data, image_size=self.image_size, report=self.report)

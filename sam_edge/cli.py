@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "everything": ("sam_edge.commands.everything", "segment everything in an image (COCO RLE JSON + overlay)"),
     "data": ("distill.cli_data", "datasets: synthetic SA-1B-format set (synth), check a folder (check)"),
     "pretrain": ("distill.cli_pretrain", "train a SAM-architecture model with the SAM recipe (promptable segmentation)"),
+    "evaluate": ("distill.cli_evaluate", "promptable mIoU (1 point, 1 point + corrections, box) on SA-1B-format data"),
 }
 
 

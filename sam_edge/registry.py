@@ -58,6 +58,8 @@ class ModelConfig:
     # documentation only
     description: str = ""
     checkpoint_hint: str = ""
+    # weights shipped inside the package (sam_edge/weights/<file>), loaded by default
+    bundled_weights: str = ""
 
     def __post_init__(self) -> None:
         if self.encoder_kind not in ENCODER_KINDS:
@@ -152,16 +154,31 @@ def build_sam(cfg: ModelConfig, image_encoder: nn.Module | None = None) -> Sam:
     )
 
 
-def create_model(name: str, checkpoint: str | Path | None = None, **overrides: Any) -> Sam:
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def bundled_weights_path(cfg: ModelConfig) -> Path | None:
+    """Path of the weights shipped with the package for this variant, or None."""
+    return WEIGHTS_DIR / cfg.bundled_weights if cfg.bundled_weights else None
+
+
+def create_model(
+    name: str, checkpoint: str | Path | None = None, *, pretrained: bool = True, **overrides: Any
+) -> Sam:
     """Build the registered variant ``name`` in eval mode; load ``checkpoint`` strictly if given.
 
     ``checkpoint`` may be an official ``.pth`` (segment_anything / MobileSAM layout), a
     ``.safetensors`` written by :func:`sam_edge.checkpoint.save_model`, or a torch file holding
-    a dict wrapped under ``model`` / ``state_dict``.
+    a dict wrapped under ``model`` / ``state_dict``. Variants that ship weights in the package
+    (``sam_demo_teacher``) load them when no checkpoint is given, unless ``pretrained=False``.
+    Otherwise the weights are random (seed with ``torch.manual_seed``).
     """
     cfg = get_config(name, **overrides)
     model = build_sam(cfg)
     model.config = cfg  # type: ignore[attr-defined]
+    bundled = bundled_weights_path(cfg)
+    if checkpoint is None and pretrained and bundled is not None:
+        checkpoint = bundled
     if checkpoint is not None:
         from .checkpoint import load_checkpoint_into
 

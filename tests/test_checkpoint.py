@@ -159,3 +159,23 @@ def test_every_tiny_variant_runs_end_to_end(name):
     masks, iou, low = pred.predict(np.array([[10.0, 20.0]]), np.array([1]))
     assert masks.shape == (3, 200, 300) and masks.dtype == bool
     assert iou.shape == (3,) and low.shape == (3, 64, 64)
+
+
+def test_bundled_weights_load_by_default(tmp_path, monkeypatch):
+    import dataclasses
+
+    from sam_edge import registry
+
+    src = randomize_(sam_edge.create_model("sam_test_tiny"), seed=9)
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    save_model(src, tmp_path / "tiny.safetensors")
+    cfg = dataclasses.replace(sam_edge.get_config("sam_test_tiny"), name="tiny_bundled", bundled_weights="tiny.safetensors")
+    monkeypatch.setitem(registry._REGISTRY, "tiny_bundled", cfg)
+    loaded = sam_edge.create_model("tiny_bundled")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), src.state_dict().values()))
+    torch.manual_seed(0)
+    fresh = sam_edge.create_model("tiny_bundled", pretrained=False)
+    assert not torch.equal(fresh.state_dict()["image_encoder.pos_embed"], src.state_dict()["image_encoder.pos_embed"])
+    (tmp_path / "tiny.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="not found"):
+        sam_edge.create_model("tiny_bundled")

@@ -175,3 +175,13 @@ def test_pretrain_cli_and_resume(synth_dir, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["steps"] == 3
     assert main(["pretrain", "--model", "sam_test_tiny", "--out", str(out)]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_evaluate_cli(synth_dir, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", "sam_test_tiny", "--data", str(synth_dir), "--images", "2",
+                 "--masks-per-image", "2", "--corrections", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["images"] == 2 and result["masks"] == 4
+    for key in ("point1", "point1_corr", "box"):
+        assert 0.0 <= result[key] <= 1.0

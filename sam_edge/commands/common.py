@@ -16,9 +16,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def load_model_from_args(args: argparse.Namespace):
     import torch
 
-    from ..registry import create_model
+    from ..registry import bundled_weights_path, create_model, get_config
 
-    if args.checkpoint is None:
+    if args.checkpoint is None and bundled_weights_path(get_config(args.model)) is None:
         print(
             f"warning: no --checkpoint given: {args.model} runs with RANDOM weights (seed {args.seed}); "
             "its masks show the pipeline works, not what the model can do",

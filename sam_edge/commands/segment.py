@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..image import load_image
     from ..predictor import PromptError, SamPredictor
+    from ..registry import bundled_weights_path, get_config
     from ..utils.io import atomic_path, write_json_atomic
     from ..visualize import overlay_masks
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         "image_size": [int(image.shape[0]), int(image.shape[1])],
         "model": args.model,
         "checkpoint": args.checkpoint,
-        "random_weights": args.checkpoint is None,
+        "random_weights": args.checkpoint is None and bundled_weights_path(get_config(args.model)) is None,
         "prompts": {
             "points": coords.tolist() if coords is not None else None,
             "labels": labels.tolist() if labels is not None else None,
