@@ -179,3 +179,14 @@ def test_bundled_weights_load_by_default(tmp_path, monkeypatch):
     (tmp_path / "tiny.safetensors").unlink()
     with pytest.raises(CheckpointError, match="not found"):
         sam_edge.create_model("tiny_bundled")
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+
+    from sam_edge.utils.io import write_json_atomic
+
+    write_json_atomic(tmp_path / "a.json", {"x": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
