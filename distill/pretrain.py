@@ -109,24 +109,25 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def encode(model: Sam, images_u8: torch.Tensor, input_sizes: torch.Tensor) -> torch.Tensor:
-    """Normalise (pad region stays 0 after normalisation, as in Sam.preprocess) and encode."""
-    x = images_u8.float()
-    x = (x - model.pixel_mean) / model.pixel_std
-    s = model.image_size
-    valid = torch.zeros(x.shape[0], 1, s, s, device=x.device)
-    for i, (h, w) in enumerate(input_sizes.tolist()):
-        valid[i, :, :h, :w] = 1
-    return model.image_encoder(x * valid)
+    """Crop each padded uint8 image to its input size, normalise and re-pad it with
+    :meth:`Sam.preprocess` (as at inference), and encode the batch."""
+    x = torch.cat([
+        model.preprocess(img[None, :, :h, :w].float()) for img, (h, w) in zip(images_u8, input_sizes.tolist())
+    ])
+    return model.image_encoder(x)
 
 
-def decode(model: Sam, emb, points, boxes, mask_input, multimask: bool):
+def decode(model: Sam, emb, points, boxes, mask_input, multimask: bool, full_res: bool = True):
     """Prompt encoder + mask decoder for P prompts whose image embeddings are ``emb`` (P x C x h x w).
-    Returns low-res logits P x M x 4h x 4w, IoU P x M and full-res logits P x M x S x S."""
+    Returns low-res logits P x M x 4h x 4w, IoU P x M and the logits the loss / IoU use: upsampled
+    to P x M x S x S with ``full_res``, else the low-res ones (as float)."""
     sparse, dense = model.prompt_encoder(points, boxes, mask_input)
     low, iou = model.mask_decoder(emb, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask)
-    s = model.image_size
-    full = F.interpolate(low.float(), (s, s), mode="bilinear", align_corners=False)
-    return low, iou.float(), full
+    logits = low.float()
+    if full_res:
+        s = model.image_size
+        logits = F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
+    return low, iou.float(), logits
 
 
 def interactive_rollout(
@@ -173,12 +174,8 @@ def interactive_rollout(
     for it in range(n_calls):
         multimask = it == 0 and first == "point"
         pts = (coords, labels) if coords.shape[1] > 0 else None
-        sparse, dense = model.prompt_encoder(pts, box, mask_input)
-        low, iou_pred = model.mask_decoder(emb, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask)
-        logits = low.float()
-        if full_res:
-            logits = F.interpolate(logits, (s, s), mode="bilinear", align_corners=False)
-        loss, best, part = sam_loss(logits, iou_pred.float(), target_f)
+        low, iou_pred, logits = decode(model, emb, pts, box, mask_input, multimask, full_res)
+        loss, best, part = sam_loss(logits, iou_pred, target_f)
         losses.append(loss)
         parts.append(part)
         chosen = logits[rows, best].detach() > 0

@@ -27,6 +27,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sam_edge.utils.amg import coco_decode_rle as decode_rle
+
 log = logging.getLogger("distill.data")
 
 # Reasons a sample is skipped (the keys of SkipReport.counts).
@@ -186,17 +188,6 @@ def resize_image(image: np.ndarray, image_size: int | None) -> np.ndarray:
     if (nh, nw) == (h, w):
         return image
     return np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
-
-
-def decode_rle(rles: dict[str, Any] | list[dict[str, Any]]) -> np.ndarray:
-    """pycocotools ``decode`` (H x W, or H x W x K for a list), without the DeprecationWarning
-    its Cython code raises under numpy 2 on every call."""
-    from pycocotools import mask as mask_utils
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
-                                category=DeprecationWarning)
-        return mask_utils.decode(rles)
 
 
 def _nearest_index(old: int, new: int) -> np.ndarray:

@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..everything import AutomaticMaskGenerator
     from ..image import load_image
+    from ..utils.amg import coco_decode_rle
     from ..utils.io import atomic_path, write_json_atomic
     from ..visualize import overlay_masks
 
@@ -55,14 +56,9 @@ def run(args: argparse.Namespace) -> int:
                 a[key] = None
     write_json_atomic(out, anns)
     overlay_path = Path(args.overlay) if args.overlay else out.with_suffix(".png")
-    masks = [rle_to_coco_mask(a["segmentation"]) for a in anns]
+    masks = [coco_decode_rle(a["segmentation"]).astype(bool) for a in anns]
     with atomic_path(overlay_path) as tmp:
         Image.fromarray(overlay_masks(image, masks)).save(tmp, format="PNG")
     print(f"{len(anns)} masks in {elapsed:.2f} s -> {out}, overlay {overlay_path}")
     return 0
 
-
-def rle_to_coco_mask(rle: dict):
-    from pycocotools import mask as mask_utils
-
-    return mask_utils.decode(rle).astype(bool)

@@ -372,6 +372,19 @@ def coco_encode_rle(uncompressed_rle: Dict[str, Any]) -> Dict[str, Any]:
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
+def coco_decode_rle(rles: Dict[str, Any] | List[Dict[str, Any]]) -> np.ndarray:
+    """pycocotools ``decode`` of COCO RLE (H x W, or H x W x K for a list), without the
+    DeprecationWarning its Cython code raises under numpy 2 on every call."""
+    import warnings
+
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        return mask_utils.decode(rles)
+
+
 def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> Tuple[np.ndarray, bool]:
     """Fill holes (``mode="holes"``) or drop islands (``mode="islands"``) with fewer than
     ``area_thresh`` pixels, 8-connectivity. Returns the mask and whether it changed. When every
