@@ -82,11 +82,16 @@ def describe_state_dict(sd: Mapping[str, torch.Tensor]) -> str:
     if "image_encoder.patch_embed.seq.0.c.weight" in sd:
         dims = sd["image_encoder.patch_embed.seq.2.c.weight"].shape[0] if "image_encoder.patch_embed.seq.2.c.weight" in sd else "?"
         return f"TinyViT image encoder (MobileSAM layout, first stage width {dims})"
+    if "image_encoder.stages.0.0.token_mixer.dw3.conv.weight" in sd:
+        width = sd["image_encoder.stages.0.0.token_mixer.dw3.conv.weight"].shape[0]
+        return f"RepViT image encoder (first stage width {width})"
     if "image_encoder.patch_embed.proj.weight" in sd:
         embed = sd["image_encoder.patch_embed.proj.weight"].shape[0]
         depth = len({m.group(1) for k in sd if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))})
         names = {(768, 12): "ViT-B", (1024, 24): "ViT-L", (1280, 32): "ViT-H"}
         name = names.get((embed, depth), "ViT")
+        if "image_encoder.patch_embed.stem.0.weight" in sd:
+            name += " with conv stem"
         pos = sd.get("image_encoder.pos_embed")
         size = f", {pos.shape[1] * 16} px input" if pos is not None else ""
         return f"{name} image encoder (embed_dim {embed}, depth {depth}{size})"

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("distill.cli_data", "datasets: synthetic SA-1B-format set (synth), check a folder (check)"),
     "pretrain": ("distill.cli_pretrain", "train a SAM-architecture model with the SAM recipe (promptable segmentation)"),
     "evaluate": ("distill.cli_evaluate", "promptable mIoU (1 point, 1 point + corrections, box) on SA-1B-format data"),
+    "cache-teacher": ("distill.cli_cache", "run the teacher's image encoder once per image and cache the embeddings (sharded, resumable)"),
 }
 
 

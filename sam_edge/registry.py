@@ -17,11 +17,12 @@ from .utils.config import dataclass_from_dict
 from .modeling.image_encoder import ImageEncoderViT
 from .modeling.mask_decoder import MaskDecoder
 from .modeling.prompt_encoder import PromptEncoder
+from .modeling.repvit import RepViT
 from .modeling.sam import PIXEL_MEAN, PIXEL_STD, Sam
 from .modeling.tiny_vit import TinyViT
 from .modeling.transformer import TwoWayTransformer
 
-ENCODER_KINDS = ("vit", "tiny_vit")
+ENCODER_KINDS = ("vit", "tiny_vit", "repvit")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class ModelConfig:
     encoder_kind: str = "vit"
     image_size: int = 1024
     patch_size: int = 16
+    patch_embed: str = "patch"  # ViT only: "patch" (SAM's patchify conv) or "conv" (conv stem)
     # ViT encoder
     embed_dim: int = 768
     depth: int = 12
@@ -45,6 +47,10 @@ class ModelConfig:
     tiny_depths: tuple[int, ...] = (2, 2, 6, 2)
     tiny_num_heads: tuple[int, ...] = (2, 4, 5, 10)
     tiny_window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+    # RepViT encoder (convolutional student; also uses mlp_ratio, RepViT's recipe is 2.0)
+    rep_dims: tuple[int, ...] = (48, 96, 192, 384)
+    rep_depths: tuple[int, ...] = (2, 2, 14, 2)
+    rep_use_se: bool = True
     # prompt encoder + mask decoder
     prompt_embed_dim: int = 256
     mask_in_chans: int = 16
@@ -114,6 +120,16 @@ def build_image_encoder(cfg: ModelConfig) -> nn.Module:
             out_chans=cfg.prompt_embed_dim,
             window_size=cfg.window_size,
             global_attn_indexes=cfg.global_attn_indexes,
+            patch_embed=cfg.patch_embed,
+        )
+    if cfg.encoder_kind == "repvit":
+        return RepViT(
+            img_size=cfg.image_size,
+            dims=cfg.rep_dims,
+            depths=cfg.rep_depths,
+            mlp_ratio=cfg.mlp_ratio,
+            use_se=cfg.rep_use_se,
+            out_chans=cfg.prompt_embed_dim,
         )
     return TinyViT(
         img_size=cfg.image_size,
@@ -225,7 +241,36 @@ register(ModelConfig(
 # decoder. Trained with `sam-edge pretrain` on synthetic SA-1B-format data (see README).
 register(ModelConfig(
     name="sam_demo_teacher", encoder_kind="vit", image_size=256, embed_dim=192, depth=6, num_heads=3,
-    global_attn_indexes=(2, 5), window_size=8, prompt_embed_dim=128, decoder_num_heads=4,
+    global_attn_indexes=(2, 5), window_size=8, patch_embed="conv", prompt_embed_dim=128, decoder_num_heads=4,
     decoder_mlp_dim=1024, iou_head_hidden_dim=128,
     description="demo teacher: 6-block ViT-192 SAM at 256 px, 128-d decoder, trained on synthetic data",
+))
+
+# Students: a student swaps only the image encoder. The demo students copy every prompt-encoder
+# / mask-decoder field from the demo teacher, so they can take over its trained prompt encoder
+# and mask decoder weights unchanged (`student.mask_decoder.load_state_dict(...)`).
+_DECODER_FIELDS = (
+    "prompt_embed_dim", "mask_in_chans", "decoder_depth", "decoder_num_heads", "decoder_mlp_dim",
+    "iou_head_hidden_dim", "num_multimask_outputs", "pixel_mean", "pixel_std",
+)
+_DEMO_DECODER = {f: getattr(_REGISTRY["sam_demo_teacher"], f) for f in _DECODER_FIELDS}
+
+register(ModelConfig(
+    name="repvit_demo_student", encoder_kind="repvit", image_size=256, mlp_ratio=2.0,
+    rep_dims=(24, 48, 128, 192), rep_depths=(1, 2, 4, 2), rep_use_se=True, **_DEMO_DECODER,
+    description="demo student: ~1.1M-param RepViT encoder (reparameterisable, BN folds away) at "
+                "256 px with sam_demo_teacher's 128-d decoder; distilled from sam_demo_teacher",
+))
+register(ModelConfig(
+    name="tinyvit_demo_student", encoder_kind="tiny_vit", image_size=256,
+    tiny_embed_dims=(24, 48, 96, 160), tiny_depths=(1, 2, 3, 1), tiny_num_heads=(1, 2, 3, 5),
+    tiny_window_sizes=(8, 8, 16, 8), **_DEMO_DECODER,
+    description="demo student: small TinyViT encoder (MobileSAM layout; stages at 64/32/16/16 px, "
+                "windows 8/16/8) at 256 px with sam_demo_teacher's 128-d decoder",
+))
+register(ModelConfig(
+    name="repvit_sam", encoder_kind="repvit", image_size=1024, mlp_ratio=2.0,
+    rep_dims=(48, 96, 192, 384), rep_depths=(2, 2, 14, 2), rep_use_se=True,
+    description="RepViT student (EdgeSAM-class, ~5M-param encoder, stride 16) at 1024 px with SAM's "
+                "256-d prompt encoder / mask decoder: distillation target for sam_vit_h",
 ))

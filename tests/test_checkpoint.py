@@ -148,7 +148,28 @@ def test_registry_errors_and_overrides():
     assert {"sam_vit_h", "sam_vit_l", "sam_vit_b", "mobilesam_tinyvit"} <= set(sam_edge.list_models())
 
 
-@pytest.mark.parametrize("name", ["sam_test_tiny", "mobilesam_test_tiny"])
+def test_conv_stem_vit_option():
+    from sam_edge.modeling.image_encoder import ConvStemEmbed, ImageEncoderViT, PatchEmbed
+
+    cfg = sam_edge.get_config("sam_test_tiny", patch_embed="conv")
+    model = sam_edge.create_model("sam_test_tiny", patch_embed="conv", pretrained=False)
+    assert isinstance(model.image_encoder.patch_embed, ConvStemEmbed)
+    assert isinstance(sam_edge.create_model("sam_test_tiny").image_encoder.patch_embed, PatchEmbed)
+    x = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    emb = model.image_encoder(x)
+    assert emb.shape == (2, cfg.prompt_embed_dim, cfg.embedding_size, cfg.embedding_size)
+    # the stem is overlapping: a one-pixel change leaks into the neighbouring patch, unlike patchify
+    x2 = x.clone()
+    x2[:, :, 15, 15] += 5.0
+    tokens = model.image_encoder.patch_embed(x2) - model.image_encoder.patch_embed(x)
+    assert tokens[:, 1, 1].abs().max() > 0
+    with pytest.raises(ValueError, match="patch_embed must be"):
+        ImageEncoderViT(img_size=64, patch_embed="pixel")
+    with pytest.raises(ValueError, match="patch_size=16 only"):
+        ConvStemEmbed(patch_size=8)
+
+
+@pytest.mark.parametrize("name", ["sam_test_tiny", "mobilesam_test_tiny", "sam_demo_teacher"])
 def test_every_tiny_variant_runs_end_to_end(name):
     model = sam_edge.create_model(name)
     pred = sam_edge.SamPredictor(model)
