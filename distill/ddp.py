@@ -38,6 +38,7 @@ __all__ = [
     "resolve_device",
     "setup",
     "shard",
+    "sync_buffers",
     "unwrap",
     "wrap",
 ]
@@ -133,6 +134,16 @@ def wrap(module: nn.Module, env: DistEnv, find_unused: bool = False) -> nn.Modul
 
 def unwrap(module: nn.Module) -> nn.Module:
     return module.module if hasattr(module, "module") and hasattr(module, "no_sync") else module
+
+
+def sync_buffers(module: nn.Module, env: DistEnv) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank. DDP broadcasts them
+    at the start of each forward, so after the last step each rank still holds the statistics
+    of its own last batch; call this before the final weights are used or compared."""
+    if not env.distributed:
+        return
+    for b in module.buffers():
+        dist.broadcast(b.data, src=0)
 
 
 def all_reduce_mean(values: dict[str, float], env: DistEnv) -> dict[str, float]:

@@ -241,7 +241,7 @@ register(ModelConfig(
 # decoder. Trained with `sam-edge pretrain` on synthetic SA-1B-format data (see README).
 register(ModelConfig(
     name="sam_demo_teacher", encoder_kind="vit", image_size=256, embed_dim=192, depth=6, num_heads=3,
-    global_attn_indexes=(2, 5), window_size=8, patch_embed="conv", prompt_embed_dim=128, decoder_num_heads=4,
+    global_attn_indexes=(2, 5), window_size=8, prompt_embed_dim=128, decoder_num_heads=4,
     decoder_mlp_dim=1024, iou_head_hidden_dim=128,
     description="demo teacher: 6-block ViT-192 SAM at 256 px, 128-d decoder, trained on synthetic data",
 ))
