@@ -135,6 +135,9 @@ class Stage2Config:
     point_prob: float = 0.5  # first prompt: a point with this probability, else a noisy box
     corrections: int = 2  # error-region clicks after the first prompt
     freeze_decoder: bool = True  # false: prompt encoder + mask decoder are fine-tuned too
+    # keep BatchNorm running statistics (and batch-statistics normalisation) from stage 1: stage-2
+    # batches are a few images, whose statistics drift the encoder away from what stage 1 fit
+    freeze_bn: bool = True
     embed_loss_weight: float = 1.0  # share of the stage-1 embedding MSE kept in the loss
     iou_loss_weight: float = 1.0  # MSE of the student's IoU predictions against the teacher's
     ckpt_every: int = 100
@@ -984,6 +987,10 @@ class _Stage:
     # -- one optimizer step --------------------------------------------------------------------
     def train_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, float]:
         self.module.train()
+        if getattr(self.cfg, "freeze_bn", False):
+            for m in self.module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         self.opt.zero_grad(set_to_none=True)
         planned = max(1, len(self.plan(self.step)))
         world = self.env.world_size

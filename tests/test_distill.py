@@ -503,3 +503,29 @@ def test_stage1_and_stage2_with_a_real_teacher_cache(data_dir, tmp_path):
     ckpt = save_model(create_model(TEACHER), tmp_path / "other_teacher.safetensors")
     with pytest.raises(ConfigError, match=r"distill\.cache: .*teacher weights"):
         D.Distiller(dataclasses.replace(cfg, teacher_checkpoint=str(ckpt)))
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_stage2_keeps_batchnorm_statistics_when_asked(data_dir, tmp_path, monkeypatch, freeze_bn):
+    # a convolutional (BatchNorm) student with the tiny teacher's decoder fields
+    base = registry.get_config(TEACHER)
+    dec = {f: getattr(base, f) for f in ("prompt_embed_dim", "mask_in_chans", "decoder_depth", "decoder_num_heads",
+                                         "decoder_mlp_dim", "iou_head_hidden_dim", "num_multimask_outputs")}
+    cfg_rep = dataclasses.replace(registry.get_config("repvit_demo_student"), name="repvit_test_student",
+                                  image_size=base.image_size, rep_dims=(8, 16, 24, 32), rep_depths=(1, 1, 1, 1), **dec)
+    monkeypatch.setitem(registry._REGISTRY, "repvit_test_student", cfg_rep)
+    cfg = _cfg(data_dir, tmp_path / "run", student="repvit_test_student", stage1={"steps": 1},
+               stage2={"steps": 2, "freeze_bn": freeze_bn})
+    dist = D.Distiller(cfg)
+    before = {}
+    for name, m in dist.student.image_encoder.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            before[name] = m.running_mean.clone()
+    dist.run(progress=False)  # stage 1 trains the BN statistics, then stage 2 keeps or moves them
+    mods = dict(dist.student.image_encoder.named_modules())
+    stage1_file = tmp_path / "run" / "stage1" / "student.safetensors"
+    from sam_edge.checkpoint import read_state_dict
+
+    sd1, _ = read_state_dict(stage1_file)
+    same = [torch.equal(sd1[f"image_encoder.{n}.running_mean"], mods[n].running_mean) for n in before]
+    assert before and (all(same) if freeze_bn else not all(same))
