@@ -47,21 +47,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry (``python -m distill.cli_cache ...``), for use before the ``sam-edge``
-    command table lists ``cache-teacher``; errors are reported like ``sam_edge.cli.main``."""
+    """Stand-alone entry (``python -m distill.cli_cache``, e.g. under torchrun): the same
+    as ``sam-edge cache-teacher ...``, errors reported the same way."""
     import sys
 
-    from sam_edge.checkpoint import CheckpointError
+    from sam_edge.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="sam-edge cache-teacher", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"sam-edge cache-teacher: error: {msg}", file=sys.stderr)
-        return 2
+    return cli_main(["cache-teacher", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

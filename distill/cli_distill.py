@@ -55,19 +55,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m distill.cli_distill``, e.g. under torchrun); errors are
-    reported like ``sam-edge``'s."""
-    parser = argparse.ArgumentParser(prog="sam-edge distill", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    from sam_edge.checkpoint import CheckpointError
+    """Stand-alone entry (``python -m distill.cli_distill``, e.g. under torchrun): the same
+    as ``sam-edge distill ...``, errors reported the same way."""
+    import sys
 
-    try:
-        return run(args)
-    except (CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"sam-edge distill: error: {msg}", file=sys.stderr)
-        return 2
+    from sam_edge.cli import main as cli_main
+
+    return cli_main(["distill", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

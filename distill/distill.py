@@ -34,7 +34,6 @@ and ``RUN/summary.json``.
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import json
 import logging
@@ -65,6 +64,7 @@ from .data.sa1b import IMAGE_SIZE_MISMATCH, resize_image
 from .losses import DICE_WEIGHT, FOCAL_WEIGHT, dice_loss, mask_iou, sigmoid_focal_loss
 from .pretrain import decode, encode, lr_lambda_factory
 from .prompts import error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
+from .runlog import append_csv, truncate_csv
 
 log = logging.getLogger("distill.distill")
 
@@ -1028,36 +1028,13 @@ class _Stage:
 
     # -- logs ----------------------------------------------------------------------------------
     def _csv(self, name: str, row: dict[str, Any]) -> None:
-        if not self.env.is_main:
-            return
-        path = self.out / name
-        new = not path.exists()
-        with open(path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(f"{self.name}/{name.split('.')[0]}/{k}", v, row["step"])
+        if self.env.is_main:
+            append_csv(self.out / name, row, self.tb, f"{self.name}/")
 
     def _truncate_logs(self) -> None:
         """Drop log rows past the current step (a resumed or restarted run rewrites them)."""
         for name in ("metrics.csv", "val.csv"):
-            path = self.out / name
-            if not path.exists():
-                continue
-            with open(path, newline="") as fh:
-                rows = list(csv.DictReader(fh))
-            keep = [r for r in rows if int(r["step"]) <= self.step]
-            if not keep:
-                path.unlink()
-                continue
-            with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(keep)
+            truncate_csv(self.out / name, self.step)
 
     def validate(self) -> dict[str, float]:
         if self.validator is None:

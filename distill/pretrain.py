@@ -20,7 +20,6 @@ and a box.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import logging
@@ -44,6 +43,7 @@ from .data import SA1BDataset, SkipReport, train_val_split
 from .data.sa1b import SampleError
 from .losses import mask_iou, sam_loss
 from .prompts import error_region_points, noisy_boxes, sample_points_in_masks
+from .runlog import append_csv, truncate_csv
 
 log = logging.getLogger("distill.pretrain")
 
@@ -340,33 +340,12 @@ class Trainer:
 
     # -- loop ---------------------------------------------------------------------------------
     def _csv(self, name: str, row: dict[str, Any]) -> None:
-        path = self.out / name
-        new = not path.exists()
-        with open(path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.tb.add_scalar(f"{name.split('.')[0]}/{k}", v, row["step"])
+        append_csv(self.out / name, row, self.tb)
 
     def _truncate_logs(self) -> None:
         """After a resume, drop log rows past the checkpoint so the CSVs stay consistent."""
         for name in ("metrics.csv", "val.csv"):
-            path = self.out / name
-            if not path.exists():
-                continue
-            with open(path, newline="") as fh:
-                rows = list(csv.DictReader(fh))
-            if not rows:
-                continue
-            keep = [r for r in rows if int(r["step"]) <= self.step]
-            with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(keep)
+            truncate_csv(self.out / name, self.step)
 
     def fit(self, resume: bool = False, progress: bool = True) -> dict[str, Any]:
         from tqdm import tqdm
