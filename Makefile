@@ -20,9 +20,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Main job. Until trained weights ship with the repo, the model runs with random weights unless
-# CHECKPOINT=path/to/sam_vit_h_4b8939.pth MODEL=sam_vit_h is given.
-MODEL ?= sam_test_tiny
+# Main job: the demo teacher with its bundled weights (trained here on synthetic data), or
+# MODEL=sam_vit_h CHECKPOINT=path/to/sam_vit_h_4b8939.pth for the official model.
+MODEL ?= sam_demo_teacher
 CHECKPOINT ?=
 CKPT_ARG := $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT),)
 demo: install

@@ -64,7 +64,7 @@ from .data.sa1b import IMAGE_SIZE_MISMATCH, resize_image
 from .losses import DICE_WEIGHT, FOCAL_WEIGHT, dice_loss, mask_iou, sigmoid_focal_loss
 from .pretrain import decode, encode, lr_lambda_factory
 from .prompts import error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
-from .runlog import append_csv, truncate_csv
+from .runlog import append_csv, interrupt_on_sigterm, truncate_csv
 
 log = logging.getLogger("distill.distill")
 
@@ -1115,6 +1115,7 @@ class _Stage:
         last_val: dict[str, float] = {}
         wall0 = time.perf_counter()
         run_seconds = 0.0
+        restore_sigterm = interrupt_on_sigterm()
         try:
             while self.step < self.total_steps:
                 self._boundary_rng = self._rng_now()
@@ -1149,6 +1150,7 @@ class _Stage:
                 self.save_checkpoint()
             raise
         finally:
+            restore_sigterm()
             bar.close()
             del batches
             if self.tb is not None:

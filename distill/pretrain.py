@@ -43,7 +43,7 @@ from .data import SA1BDataset, SkipReport, train_val_split
 from .data.sa1b import SampleError
 from .losses import mask_iou, sam_loss
 from .prompts import error_region_points, noisy_boxes, sample_points_in_masks
-from .runlog import append_csv, truncate_csv
+from .runlog import append_csv, interrupt_on_sigterm, truncate_csv
 
 log = logging.getLogger("distill.pretrain")
 
@@ -365,6 +365,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, desc="pretrain", dynamic_ncols=True)
         t0 = time.perf_counter()
         last_val: dict[str, float] = {}
+        restore_sigterm = interrupt_on_sigterm()
         try:
             while self.step < self.total_steps:
                 self._boundary_rng = self._rng_now()
@@ -391,6 +392,7 @@ class Trainer:
             self.save_checkpoint()
             raise
         finally:
+            restore_sigterm()
             bar.close()
             if self.tb is not None:
                 self.tb.close()

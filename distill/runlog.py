@@ -1,10 +1,12 @@
-"""Run logs shared by the trainers: CSV rows (mirrored to TensorBoard when a writer is given) and
-the truncation that keeps them consistent with a resumed checkpoint."""
+"""Shared by the trainers: CSV run logs (mirrored to TensorBoard when a writer is given), the
+truncation that keeps them consistent with a resumed checkpoint, and SIGTERM handled like Ctrl-C."""
 from __future__ import annotations
 
 import csv
+import signal
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sam_edge.utils.io import atomic_path
 
@@ -39,3 +41,18 @@ def truncate_csv(path: Path, step: int) -> None:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(keep)
+
+
+def interrupt_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM (a scheduler's pre-emption, ``kill``, ``timeout``) raise KeyboardInterrupt in
+    the main thread, so the trainers' interrupt path writes a checkpoint before exiting, as on
+    Ctrl-C. Returns the function that restores the previous handler (a no-op off the main
+    thread, where handlers cannot be installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)

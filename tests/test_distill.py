@@ -529,3 +529,38 @@ def test_stage2_keeps_batchnorm_statistics_when_asked(data_dir, tmp_path, monkey
     sd1, _ = read_state_dict(stage1_file)
     same = [torch.equal(sd1[f"image_encoder.{n}.running_mean"], mods[n].running_mean) for n in before]
     assert before and (all(same) if freeze_bn else not all(same))
+
+
+def test_sigterm_checkpoints_like_ctrl_c(data_dir, tmp_path, runner):
+    """A pre-empted job (SIGTERM) writes a checkpoint at the step it reached, and --resume ends
+    where an uninterrupted run ends."""
+    d = _cfg_dict(data_dir, tmp_path / "t", stage1={"steps": 8, "ckpt_every": 100, "val_every": 100})
+    cfg = _write_cfg(tmp_path / "t.yaml", d)
+    base = [sys.executable, str(runner), "--no-progress", "--config", str(cfg)]
+    metrics = tmp_path / "t" / "stage1" / "metrics.csv"
+    p = subprocess.Popen(base, env={**_env(), "DISTILL_TEST_DELAY": "0.4"},
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 90
+    while (not metrics.exists() or len(_read_csv(metrics)) < 2) and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=60)
+    assert p.returncode != 0
+    ckpt = tmp_path / "t" / "stage1" / "checkpoints" / "last.pt"
+    assert ckpt.exists(), p.stderr.read().decode()[-2000:]  # ckpt_every=100: only the signal wrote it
+    assert 2 <= torch.load(ckpt, weights_only=True)["step"] < 8
+    r = subprocess.run(base + ["--resume"], env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert [row["step"] for row in _read_csv(metrics)] == [str(i) for i in range(1, 9)]
+
+
+def test_interrupt_on_sigterm_restores_the_previous_handler():
+    from distill.runlog import interrupt_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    restore = interrupt_on_sigterm()
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+    restore()
+    assert signal.getsignal(signal.SIGTERM) == before
