@@ -242,8 +242,9 @@ register(ModelConfig(
 register(ModelConfig(
     name="sam_demo_teacher", encoder_kind="vit", image_size=256, embed_dim=192, depth=6, num_heads=3,
     global_attn_indexes=(2, 5), window_size=8, prompt_embed_dim=128, decoder_num_heads=4,
-    decoder_mlp_dim=1024, iou_head_hidden_dim=128,
-    description="demo teacher: 6-block ViT-192 SAM at 256 px, 128-d decoder, trained on synthetic data",
+    decoder_mlp_dim=1024, iou_head_hidden_dim=128, bundled_weights="sam_demo_teacher.safetensors",
+    description="demo teacher: 6-block ViT-192 SAM at 256 px, 128-d decoder, trained on synthetic data "
+                "(bundled fp16 weights; held-out mIoU box 0.68, 1 point 0.54, 1 point + 8 clicks 0.71)",
 ))
 
 # Students: a student swaps only the image encoder. The demo students copy every prompt-encoder

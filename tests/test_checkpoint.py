@@ -211,3 +211,5 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~umask
+    save_model(sam_edge.create_model("sam_test_tiny"), tmp_path / "w.safetensors")  # safetensors rewrites the file
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -20,10 +20,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     # mkstemp creates 0600; give the result the permissions a plain open() would
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    mode = 0o666 & ~umask
+    os.chmod(tmp, mode)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # again after writing: a writer that replaces the file (safetensors does) brings its own mode
+        os.chmod(tmp_path, mode)
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
