@@ -497,7 +497,7 @@ def cache_teacher(
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(todo_keys), disable=not progress or rank != 0, desc="cache-teacher",
+    bar = tqdm(total=len(todo_keys), disable=None if (progress and rank == 0) else True, desc="cache-teacher",
                unit="img", dynamic_ncols=True)
     encoded = skipped_n = 0
     bytes_written = 0

@@ -1110,7 +1110,7 @@ class _Stage:
 
         start_step = self.step
         bar = tqdm(total=self.total_steps, initial=self.step, desc=f"distill {self.name}", unit="step",
-                   disable=not (progress and self.env.is_main), dynamic_ncols=True)
+                   disable=None if (progress and self.env.is_main) else True, dynamic_ncols=True)
         batches = iter(self._loader(self.step))
         last_val: dict[str, float] = {}
         wall0 = time.perf_counter()
@@ -1508,7 +1508,7 @@ def evaluate_student(
     acc: dict[str, dict[str, list[torch.Tensor]]] = {
         "student_vs_teacher": defaultdict(list), "student_vs_gt": defaultdict(list), "teacher_vs_gt": defaultdict(list)}
     used: list[str] = []
-    bar = tqdm(total=want, desc="eval", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=want, desc="eval", disable=None if progress else True, dynamic_ncols=True)
     for idx in range(len(dataset)):
         if len(used) >= want:
             break

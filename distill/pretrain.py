@@ -362,7 +362,7 @@ class Trainer:
         except Exception:  # tensorboard not installed
             self.tb = None
         write_json_atomic(self.out / "config.json", dataclasses.asdict(self.cfg))
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not progress, desc="pretrain", dynamic_ncols=True)
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=None if progress else True, desc="pretrain", dynamic_ncols=True)
         t0 = time.perf_counter()
         last_val: dict[str, float] = {}
         restore_sigterm = interrupt_on_sigterm()
