@@ -1,0 +1,168 @@
+"""ArtifactPredictor: :class:`sam_edge.SamPredictor`'s API over an export directory.
+
+Everything outside the graphs happens here, exactly as in eager mode: ResizeLongestSide of the
+image, padding (raw pixels padded with the pixel mean when the encoder normalises inside the
+graph, else normalise + zero-pad), point / box transform to the input frame, the padding point,
+picking single- or multi-mask outputs, and upscaling the low-res logits to the original size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..image import check_rgb_uint8
+from ..predictor import validate_prompts
+from ..transforms import ResizeLongestSide, normalize_pad
+from .backends import get_backend
+from .manifest import load_manifest, select_artifacts
+
+
+def _pad_raw_with_mean(resized: np.ndarray, image_size: int, pixel_mean) -> np.ndarray:
+    """Resized h x w x 3 uint8 -> 1 x 3 x S x S float32 raw pixels padded bottom-right with the
+    pixel mean, so normalisation inside the encoder graph turns the padding into exact zeros."""
+    h, w = resized.shape[:2]
+    out = np.empty((image_size, image_size, 3), np.float32)
+    out[...] = np.asarray(pixel_mean, np.float32)
+    out[:h, :w] = resized.astype(np.float32)
+    return np.ascontiguousarray(out.transpose(2, 0, 1)[None])
+
+
+def _point_inputs(coords, labels, box) -> tuple[np.ndarray, np.ndarray]:
+    """Prompts in the model frame -> decoder (point_coords 1 x N x 2, point_labels 1 x N) float32:
+    box corners labelled 2 / 3; without a box, one (0, 0) padding point labelled -1."""
+    cs, ls = [], []
+    if coords is not None:
+        cs.append(np.asarray(coords, np.float32).reshape(-1, 2))
+        ls.append(np.asarray(labels, np.float32).reshape(-1))
+    if box is not None:
+        cs.append(np.asarray(box, np.float32).reshape(2, 2))
+        ls.append(np.array([2.0, 3.0], np.float32))
+    else:
+        cs.append(np.zeros((1, 2), np.float32))
+        ls.append(np.array([-1.0], np.float32))
+    return np.concatenate(cs)[None], np.concatenate(ls)[None]
+
+
+class ArtifactPredictor:
+    """``set_image`` / ``predict`` like :class:`sam_edge.SamPredictor`, backed by exported files."""
+
+    mask_threshold: float = 0.0
+    image_format: str = "RGB"
+
+    def __init__(self, export_dir: str | Path, precision: Optional[str] = None,
+                 manifest: Optional[dict[str, Any]] = None) -> None:
+        self.export_dir = Path(export_dir)
+        self.manifest = manifest if manifest is not None else load_manifest(self.export_dir)
+        enc, dec = select_artifacts(self.manifest, precision)
+        self.encoder_artifact, self.decoder_artifact = enc, dec
+        self.precision = enc["precision"]
+        self.image_size = int(self.manifest["image_size"])
+        self.pixel_mean = list(self.manifest["pixel_mean"])
+        self.pixel_std = list(self.manifest["pixel_std"])
+        self.normalize_inside = bool(self.manifest["normalize_inside"])
+        self.mask_outputs = self.manifest["mask_outputs"]
+        side = int(self.manifest["mask_input_size"])
+        self.low_res_size = (side, side)
+        self.transform = ResizeLongestSide(self.image_size)
+        self.encoder = get_backend(enc["format"]).load(self.export_dir / enc["file"])
+        self.decoder = get_backend(dec["format"]).load(self.export_dir / dec["file"])
+        self.reset_image()
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features: Optional[np.ndarray] = None
+        self.original_size: Optional[tuple[int, int]] = None
+        self.input_size: Optional[tuple[int, int]] = None
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """H x W x 3 uint8 RGB -> the encoder's 1 x 3 x S x S float32 input."""
+        resized = self.transform.apply_image(np.ascontiguousarray(image))
+        self.input_size = (int(resized.shape[0]), int(resized.shape[1]))
+        if self.normalize_inside:
+            return _pad_raw_with_mean(resized, self.image_size, self.pixel_mean)
+        return normalize_pad(resized, self.image_size, self.pixel_mean, self.pixel_std)
+
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        if image_format not in ("RGB", "BGR"):
+            raise ValueError(f"image_format: expected 'RGB' or 'BGR', got {image_format!r}")
+        image = check_rgb_uint8(image)
+        if image_format != self.image_format:
+            image = image[..., ::-1]
+        self.reset_image()
+        x = self.preprocess(image)
+        name = self.encoder.input_names[0]
+        out = self.encoder.run({name: x})
+        self.features = np.asarray(out[self.encoder.output_names[0]], np.float32)
+        self.original_size = (int(image.shape[0]), int(image.shape[1]))
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> np.ndarray:
+        self._require_image()
+        return self.features
+
+    def _require_image(self) -> None:
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+
+    def decode(self, coords: np.ndarray, labels: np.ndarray, mask_input: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Run the decoder graph on inputs already in the model frame (1 x N x 2, 1 x N)."""
+        h, w = self.low_res_size
+        feed = {
+            "image_embeddings": self.features,
+            "point_coords": coords.astype(np.float32),
+            "point_labels": labels.astype(np.float32),
+            "mask_input": (mask_input.reshape(1, 1, h, w).astype(np.float32) if mask_input is not None
+                           else np.zeros((1, 1, h, w), np.float32)),
+            "has_mask_input": np.array([1.0 if mask_input is not None else 0.0], np.float32),
+        }
+        out = self.decoder.run(feed)
+        return np.asarray(out["low_res_masks"], np.float32), np.asarray(out["iou_predictions"], np.float32)
+
+    def predict(
+        self,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        box: Optional[np.ndarray] = None,
+        mask_input: Optional[np.ndarray] = None,
+        multimask_output: bool = True,
+        return_logits: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Prompts in original-image pixels -> (masks C x H x W, iou_predictions C,
+        low_res_logits C x h x w), C = 3 with ``multimask_output`` else 1."""
+        self._require_image()
+        point_coords, point_labels, box, mask_input = validate_prompts(
+            point_coords, point_labels, box, mask_input, self.original_size, self.low_res_size
+        )
+        coords = self.transform.apply_coords(point_coords, self.original_size) if point_coords is not None else None
+        b = self.transform.apply_boxes(box, self.original_size) if box is not None else None
+        pc, pl = _point_inputs(coords, point_labels, b)
+        low_res, iou = self.decode(pc, pl, mask_input)
+        if self.mask_outputs == "all":
+            sl = slice(1, None) if multimask_output else slice(0, 1)
+            low_res, iou = low_res[:, sl], iou[:, sl]
+        elif (self.mask_outputs == "single") == bool(multimask_output):
+            raise ValueError(
+                f"this export has mask_outputs={self.mask_outputs!r}; multimask_output={multimask_output} "
+                "is not available (export with mask_outputs='all')"
+            )
+        masks = self.postprocess_masks(low_res)
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks[0], iou[0], low_res[0]
+
+    def postprocess_masks(self, low_res: np.ndarray) -> np.ndarray:
+        """1 x M x h x w logits -> 1 x M x H x W at the original size (as ``Sam.postprocess_masks``)."""
+        t = torch.from_numpy(np.ascontiguousarray(low_res))
+        t = F.interpolate(t, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        t = t[..., : self.input_size[0], : self.input_size[1]]
+        t = F.interpolate(t, tuple(self.original_size), mode="bilinear", align_corners=False)
+        return t.numpy()
+
+
+def load_predictor(export_dir: str | Path, precision: Optional[str] = None) -> ArtifactPredictor:
+    """An :class:`ArtifactPredictor` over ``export_dir`` (sha256 of every artifact checked)."""
+    return ArtifactPredictor(export_dir, precision)
