@@ -76,6 +76,8 @@ def artifact_entry(
     verification: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """One artifact record; sha256 and size are computed from the file now."""
+    from .common import path_size
+
     path = Path(export_dir) / file
     return {
         "role": role,
@@ -83,7 +85,7 @@ def artifact_entry(
         "precision": precision,
         "file": file,
         "sha256": sha256_file(path),
-        "size_bytes": path.stat().st_size,
+        "size_bytes": path_size(path),
         "inputs": inputs,
         "outputs": outputs,
         "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in (dynamic_axes or {}).items()},

@@ -23,17 +23,11 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from sam_edge.image import load_image
 from sam_edge.modeling.sam import Sam
 
-from .manifest import (
-    MANIFEST_NAME,
-    add_artifact,
-    artifact_entry,
-    library_versions,
-    new_manifest,
-    write_manifest,
-)
+from .common import ExportDir, ExportError, load_images
+from .common import expand_precisions as _expand
+from .manifest import library_versions
 from .wrappers import (
     DECODER_INPUT_NAMES,
     DECODER_OUTPUT_NAMES,
@@ -46,41 +40,14 @@ from .wrappers import (
 
 PRECISIONS = ("fp32", "fp16", "int8_dynamic", "int8_static")
 DEFAULT_OPSET = 18
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Weight-carrying ops only: quantising LayerNorm / Softmax / residual Adds as well costs accuracy
 # (measured on sam_test_tiny: encoder cosine 0.972 vs 0.978) for little size gain.
 STATIC_QUANT_OPS = ("Conv", "MatMul", "Gemm")
 DECODER_DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
 
 
-class ExportError(RuntimeError):
-    """An export that failed; names the format and, where known, the operator."""
-
-
 def expand_precisions(precisions: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for p in precisions:
-        for q in (("int8_dynamic", "int8_static") if p == "int8" else (p,)):
-            if q not in PRECISIONS:
-                raise ValueError(f"precision {p!r}: expected one of {PRECISIONS} or 'int8'")
-            if q not in out:
-                out.append(q)
-    return out
-
-
-def load_images(source: Any, limit: Optional[int] = None) -> list[np.ndarray]:
-    """A folder of images (sorted), a list of paths or a list of H x W x 3 uint8 arrays."""
-    if source is None:
-        return []
-    if isinstance(source, (str, Path)):
-        folder = Path(source)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"image folder {folder} does not exist")
-        source = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not source:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    images = [item if isinstance(item, np.ndarray) else load_image(item) for item in source]
-    return images[:limit] if limit else images
+    return _expand(list(precisions), PRECISIONS, {"int8": ("int8_dynamic", "int8_static")}, "onnx")
 
 
 # -- graph export -------------------------------------------------------------------------------
@@ -353,33 +320,20 @@ def export_onnx(
     ``calib_images``: folder / paths / uint8 arrays of real images for int8_static calibration.
     ``verify_images``: real images for verification against eager PyTorch (default: the
     calibration images); with neither, artifacts are recorded as unverified.
-    ``accept_failures``: precision -> reason; a verification miss at that precision is recorded
-    with the reason instead of raising :class:`export.verify.VerificationError`.
-    Returns the manifest."""
-    from .verify import verify_artifact
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ``accept_failures``: precision (or 'onnx:precision') -> reason; a verification miss at that
+    precision is recorded with the reason instead of raising
+    :class:`export.verify.VerificationError`. Returns the manifest."""
     precisions = expand_precisions(precisions)
     calib = load_images(calib_images)
-    verify_imgs = load_images(verify_images) if verify_images is not None else calib
-    accept = dict(accept_failures or {})
-    model = model.eval()
-
-    manifest_path = out_dir / MANIFEST_NAME
-    manifest = new_manifest(model, normalize_inside=normalize_inside, mask_outputs=mask_outputs)
-    if manifest_path.is_file():  # merge into an earlier export of the same model setup
-        import json
-
-        old = json.loads(manifest_path.read_text())
-        same = all(old.get(k) == manifest[k] for k in ("model", "image_size", "normalize_inside", "mask_outputs"))
-        if same:
-            manifest["artifacts"] = [a for a in old.get("artifacts", []) if (out_dir / a["file"]).is_file()]
+    xd = ExportDir(out_dir, model, normalize_inside=normalize_inside, mask_outputs=mask_outputs,
+                   verify_images=verify_images if verify_images is not None else calib,
+                   accept_failures=accept_failures)
+    model = xd.model
     versions = library_versions(("onnx", "onnxruntime", "onnxscript"))
 
     enc = EncoderWrapper(model, normalize_inside=normalize_inside).eval()
     dec = DecoderWrapper(model, mask_outputs=mask_outputs).eval()
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".onnx-") as tmp:
+    with tempfile.TemporaryDirectory(dir=xd.path, prefix=".onnx-") as tmp:
         tmp = Path(tmp)
         fp32 = {"encoder": tmp / "encoder_fp32.onnx", "decoder": tmp / "decoder_fp32.onnx"}
         notes: dict[str, list] = {"encoder": [], "decoder": []}
@@ -408,22 +362,9 @@ def export_onnx(
                     quant = quantize_int8_static(fp32[role], staged, feeds[role])
                     quant["calibration_images"] = len(calib)
                 _check_loads(staged)
-                shutil.move(str(staged), str(out_dir / file))
-                inputs, outputs = describe_io(out_dir / file)
-                entry = artifact_entry(
-                    out_dir, file, role=role, fmt="onnx", precision=prec, inputs=inputs, outputs=outputs,
-                    dynamic_axes=DECODER_DYNAMIC_AXES if role == "decoder" else {}, quantization=quant,
-                    exporter=f"torch.onnx ({used[role]})", opset=opset, backend_versions=versions,
-                )
-                if notes[role]:
-                    entry["exporter_notes"] = notes[role]
-                if verify_imgs:
-                    entry["verification"] = verify_artifact(
-                        out_dir, entry, model, verify_imgs, normalize_inside=normalize_inside,
-                        mask_outputs=mask_outputs, reason=accept.get(prec),
-                    )
-                else:
-                    entry["verification"] = {"passed": None, "reason": "no verification images given"}
-                add_artifact(manifest, entry)
-                write_manifest(out_dir, manifest)
-    return manifest
+                inputs, outputs = describe_io(staged)
+                xd.add(staged, file, role=role, fmt="onnx", precision=prec, inputs=inputs, outputs=outputs,
+                       dynamic_axes=DECODER_DYNAMIC_AXES if role == "decoder" else {}, quantization=quant,
+                       exporter=f"torch.onnx ({used[role]})", opset=opset, backend_versions=versions,
+                       notes=notes[role])
+    return xd.manifest

@@ -1,9 +1,11 @@
 """Registry of artifact runtimes, keyed by the manifest's ``format`` field.
 
 A backend turns a file into a :class:`Session` whose ``run(inputs)`` maps a dict of named numpy
-arrays to a dict of named numpy outputs. Only ``onnx`` (onnxruntime) is implemented here;
-ExecuTorch (``pte``), LiteRT (``tflite``) and Core ML (``mlpackage``) plug in with
-:func:`register_backend` (their library imported inside ``load``, never at import time).
+arrays to a dict of named numpy outputs. ``onnx`` (onnxruntime) lives here; ``executorch``
+(ExecuTorch Python runtime), ``tflite`` (ai-edge-litert Interpreter) and ``coreml`` (coremltools,
+prediction on macOS only) live in their own modules, named here as ``"module:Class"`` and
+imported when first asked for. Their runtime libraries are imported inside ``load``, never at
+import time. More formats plug in with :func:`register_backend`.
 """
 from __future__ import annotations
 
@@ -72,12 +74,17 @@ class OnnxRuntimeBackend:
         return {"onnxruntime": onnxruntime.__version__}
 
 
-# format -> factory returning a backend instance
-BACKENDS: dict[str, Callable[[], Backend]] = {"onnx": OnnxRuntimeBackend}
+# format -> factory returning a backend instance, or "module:Class" imported on first use
+BACKENDS: dict[str, Callable[[], Backend] | str] = {
+    "onnx": OnnxRuntimeBackend,
+    "executorch": "sam_edge.runtime.backend_executorch:ExecuTorchBackend",
+    "tflite": "sam_edge.runtime.backend_tflite:LiteRTBackend",
+    "coreml": "sam_edge.runtime.backend_coreml:CoreMLBackend",
+}
 
 
-def register_backend(fmt: str, factory: Callable[[], Backend]) -> None:
-    """Register (or replace) the backend for artifact format ``fmt`` (e.g. 'pte', 'tflite')."""
+def register_backend(fmt: str, factory: Callable[[], Backend] | str) -> None:
+    """Register (or replace) the backend for artifact format ``fmt``."""
     BACKENDS[fmt] = factory
 
 
@@ -86,4 +93,10 @@ def get_backend(fmt: str) -> Backend:
         raise BackendUnavailable(
             f"no runtime backend registered for artifact format {fmt!r}; known: {sorted(BACKENDS)}"
         )
-    return BACKENDS[fmt]()
+    factory = BACKENDS[fmt]
+    if isinstance(factory, str):
+        import importlib
+
+        module, _, cls = factory.partition(":")
+        factory = BACKENDS[fmt] = getattr(importlib.import_module(module), cls)
+    return factory()

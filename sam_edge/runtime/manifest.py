@@ -38,10 +38,17 @@ class ManifestError(RuntimeError):
 
 
 def sha256_file(path: str | Path) -> str:
+    """sha256 of a file; of a directory artifact (a Core ML ``.mlpackage``), the sha256 over its
+    files in sorted relative-path order, each contributing its path and its bytes."""
+    path = Path(path)
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
+    files = [path] if not path.is_dir() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -67,7 +74,7 @@ def load_manifest(export_dir: str | Path, check_hashes: bool = True) -> dict[str
     if check_hashes:
         for art in manifest["artifacts"]:
             f = export_dir / art["file"]
-            if not f.is_file():
+            if not f.exists():
                 raise ManifestError(f"{f}: listed in {path} but missing")
             digest = sha256_file(f)
             if digest != art["sha256"]:
@@ -78,10 +85,18 @@ def load_manifest(export_dir: str | Path, check_hashes: bool = True) -> dict[str
     return manifest
 
 
-def select_artifacts(manifest: dict[str, Any], precision: str | None = None) -> tuple[dict, dict]:
-    """(encoder, decoder) artifact entries for ``precision`` (default: fp32 if present, else the
-    first encoder listed). A precision with no decoder of its own falls back to the fp32 decoder."""
+def select_artifacts(manifest: dict[str, Any], precision: str | None = None,
+                     fmt: str | None = None) -> tuple[dict, dict]:
+    """(encoder, decoder) artifact entries of format ``fmt`` (default: the first format listed)
+    for ``precision`` (default: fp32 if present, else the first encoder listed). A precision with
+    no decoder of its own falls back to the fp32 decoder."""
     arts = manifest["artifacts"]
+    formats = list(dict.fromkeys(a["format"] for a in arts))
+    if fmt is None and formats:
+        fmt = formats[0]
+    if fmt not in formats:
+        raise ManifestError(f"no artifact of format {fmt!r}; available: {formats}")
+    arts = [a for a in arts if a["format"] == fmt]
     encoders = {a["precision"]: a for a in arts if a["role"] == "encoder"}
     decoders = {a["precision"]: a for a in arts if a["role"] == "decoder"}
     if not encoders or not decoders:

@@ -54,10 +54,11 @@ class ArtifactPredictor:
     image_format: str = "RGB"
 
     def __init__(self, export_dir: str | Path, precision: Optional[str] = None,
-                 manifest: Optional[dict[str, Any]] = None) -> None:
+                 manifest: Optional[dict[str, Any]] = None, fmt: Optional[str] = None) -> None:
         self.export_dir = Path(export_dir)
         self.manifest = manifest if manifest is not None else load_manifest(self.export_dir)
-        enc, dec = select_artifacts(self.manifest, precision)
+        enc, dec = select_artifacts(self.manifest, precision, fmt)
+        self.format = enc["format"]
         self.encoder_artifact, self.decoder_artifact = enc, dec
         self.precision = enc["precision"]
         self.image_size = int(self.manifest["image_size"])
@@ -163,6 +164,9 @@ class ArtifactPredictor:
         return t.numpy()
 
 
-def load_predictor(export_dir: str | Path, precision: Optional[str] = None) -> ArtifactPredictor:
-    """An :class:`ArtifactPredictor` over ``export_dir`` (sha256 of every artifact checked)."""
-    return ArtifactPredictor(export_dir, precision)
+def load_predictor(export_dir: str | Path, precision: Optional[str] = None,
+                   fmt: Optional[str] = None) -> ArtifactPredictor:
+    """An :class:`ArtifactPredictor` over ``export_dir`` (sha256 of every artifact checked), for
+    artifacts of format ``fmt`` ('onnx', 'executorch', 'tflite', 'coreml'; default: the first
+    listed) and ``precision`` (default fp32)."""
+    return ArtifactPredictor(export_dir, precision, fmt=fmt)
