@@ -32,7 +32,13 @@ TOLERANCES: dict[str, dict[str, float]] = {
 
 
 def tolerance_for(precision: str) -> dict[str, float]:
-    return TOLERANCES["int8" if precision.startswith("int8") else precision]
+    """fp32 / fp16 by name; any int8 variant (int8_dynamic, int8_static, int8_weights, ...) and
+    palettised weights (palettize4, palettize6) get the int8 tolerances."""
+    if precision.startswith(("int8", "palettize", "int4")):
+        return TOLERANCES["int8"]
+    if precision not in TOLERANCES:
+        raise ValueError(f"no verification tolerance for precision {precision!r}; known: {sorted(TOLERANCES)}")
+    return TOLERANCES[precision]
 
 
 class VerificationError(AssertionError):
