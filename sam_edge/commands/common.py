@@ -5,9 +5,9 @@ import argparse
 import sys
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, model_required: bool = True) -> None:
     parser.add_argument("image", help="input image file (JPEG/PNG/...; grayscale, RGBA and 16-bit are converted)")
-    parser.add_argument("--model", required=True, help="registered model name (see `sam-edge models`)")
+    parser.add_argument("--model", required=model_required, help="registered model name (see `sam-edge models`)")
     parser.add_argument("--checkpoint", help="weights: official .pth, MobileSAM .pt or sam-edge .safetensors")
     parser.add_argument("--seed", type=int, default=0, help="seed for random init when no checkpoint is given")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")

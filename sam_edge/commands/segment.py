@@ -38,7 +38,12 @@ def _box(text: str) -> tuple[float, float, float, float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+    add_model_arguments(parser, model_required=False)
+    parser.add_argument("--artifacts", metavar="DIR",
+                        help="run exported artifacts (a `sam-edge export` directory) instead of a PyTorch --model")
+    parser.add_argument("--format", dest="artifact_format", choices=("onnx", "executorch", "tflite", "coreml"),
+                        help="with --artifacts: which format's artifacts (default: the first in the manifest)")
+    parser.add_argument("--precision", help="with --artifacts: which precision (default: fp32 if exported)")
     parser.add_argument("--point", type=_point, action="append", default=[], metavar="X,Y[,LABEL]",
                         help="prompt point in image pixels; LABEL 1 foreground (default) or 0 background; repeatable")
     parser.add_argument("--box", type=_box, metavar="X0,Y0,X1,Y1", help="prompt box in image pixels")
@@ -59,8 +64,22 @@ def run(args: argparse.Namespace) -> int:
     if not args.point and args.box is None:
         raise PromptError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
     image = load_image(args.image)
-    model = load_model_from_args(args)
-    predictor = SamPredictor(model)
+    if args.artifacts:
+        if args.model or args.checkpoint:
+            raise SystemExit("sam-edge segment: give either --artifacts DIR or --model/--checkpoint, not both")
+        from ..runtime import load_predictor
+
+        predictor = load_predictor(args.artifacts, precision=args.precision, fmt=args.artifact_format)
+        art = predictor.encoder_artifact
+        source = {"artifacts": str(args.artifacts), "format": art["format"], "precision": art["precision"],
+                  "model": predictor.manifest["model"]["name"]}
+    else:
+        if not args.model:
+            raise SystemExit("sam-edge segment: --model NAME (or --artifacts DIR) is required")
+        model = load_model_from_args(args)
+        predictor = SamPredictor(model)
+        source = {"model": args.model, "checkpoint": args.checkpoint,
+                  "random_weights": args.checkpoint is None and bundled_weights_path(get_config(args.model)) is None}
     t0 = time.perf_counter()
     predictor.set_image(image)
     t1 = time.perf_counter()
@@ -84,9 +103,7 @@ def run(args: argparse.Namespace) -> int:
     result = {
         "image": str(args.image),
         "image_size": [int(image.shape[0]), int(image.shape[1])],
-        "model": args.model,
-        "checkpoint": args.checkpoint,
-        "random_weights": args.checkpoint is None and bundled_weights_path(get_config(args.model)) is None,
+        **source,
         "prompts": {
             "points": coords.tolist() if coords is not None else None,
             "labels": labels.tolist() if labels is not None else None,
