@@ -30,10 +30,33 @@ class ExportError(RuntimeError):
     """An export that failed; names the format and, where known, the operator."""
 
 
+# scikit-image's sample photos (RGB, in its wheel): real images for calibration and checks
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "motorcycle_right",
+                  "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "logo")
+
+
+def skimage_photos(limit: Optional[int] = None) -> list[np.ndarray]:
+    try:
+        from skimage import data
+    except ImportError as exc:
+        raise ImportError("calibration source 'skimage' needs scikit-image: pip install scikit-image") from exc
+    out = []
+    for name in SKIMAGE_PHOTOS[:limit]:
+        img = np.asarray(getattr(data, name)())
+        if img.ndim == 3 and img.shape[-1] == 4:
+            img = img[..., :3]
+        if img.ndim == 3 and img.shape[-1] == 3 and img.dtype == np.uint8:
+            out.append(np.ascontiguousarray(img))
+    return out
+
+
 def load_images(source: Any, limit: Optional[int] = None) -> list[np.ndarray]:
-    """A folder of images (sorted), a list of paths or a list of H x W x 3 uint8 arrays."""
+    """A folder of images (sorted), ``"skimage"`` (scikit-image's sample photos), a list of paths
+    or a list of H x W x 3 uint8 arrays."""
     if source is None:
         return []
+    if isinstance(source, str) and source == "skimage":
+        return skimage_photos(limit)
     if isinstance(source, (str, Path)):
         folder = Path(source)
         if not folder.is_dir():
