@@ -166,6 +166,11 @@ def summary(res: dict) -> str:
         out.append(f"best encoder: {bf} {bp} {best:.1f} ms = {best / 1e3 / TARGET_ENCODER_S:.3f} of the "
                    f"{TARGET_ENCODER_S} s target; {share:.1%} of GEMM peak (target {TARGET_PEAK_SHARE:.0%}; "
                    f"int8 variants counted against the fp32 peak)")
+        fp32 = {k: v for k, v in enc.items() if k[1] == "fp32"}
+        if fp32:
+            (bf, _), best32 = min(fp32.items(), key=lambda kv: kv[1])
+            share32 = res["encoder_gflop"] / (best32 / 1e3) / res["gemm_peak_gflops"]
+            out.append(f"best fp32 encoder: {bf} {best32:.1f} ms, {share32:.1%} of the fp32 GEMM peak")
     if dec:
         best = min(dec)
         out.append(f"best decoder: {best:.2f} ms per prompt = {best / TARGET_DECODER_MS:.3f} of the "
