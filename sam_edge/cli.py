@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache-teacher": ("distill.cli_cache", "run the teacher's image encoder once per image and cache the embeddings (sharded, resumable)"),
     "distill": ("distill.cli_distill", "distil a student image encoder from a SAM teacher (embeddings, then prompt-in-the-loop)"),
     "export": ("export.cli_export", "export encoder + decoder to ONNX / ExecuTorch / TFLite / Core ML, verified, with a manifest"),
+    "quantize": ("export.cli_quantize", "torchao int8 for PyTorch, or QAT of the encoder for ExecuTorch int8"),
     "eval": ("distill.cli_eval", "mIoU of a student against its teacher (and both against ground truth) on held-out data"),
 }
 
