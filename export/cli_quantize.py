@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="sam_demo_teacher", help="QAT: teacher model name (default sam_demo_teacher)")
     parser.add_argument("--teacher-checkpoint", help="QAT: teacher weights (default: bundled)")
     parser.add_argument("--data", help="QAT: image folder (SA-1B folders work): train, calibration and held-out images")
+    parser.add_argument("--target", choices=("student", "teacher"), default="student",
+                        help="QAT: learn the fp32 student's embeddings (recover what int8 loses, default) or the teacher's")
     parser.add_argument("--images", type=int, default=256, help="QAT: training images (default 256)")
     parser.add_argument("--calib-images", type=int, default=16, help="QAT/PTQ calibration images (default 16)")
     parser.add_argument("--eval-images", type=int, default=16, help="QAT: held-out images for the comparison (default 16)")
@@ -103,7 +105,8 @@ def _qat(args, model) -> int:
     train, held = images[: -args.eval_images], images[-args.eval_images:]
     teacher = create_model(args.teacher, checkpoint=args.teacher_checkpoint).eval()
     ep_qat, _, metrics = qat_encoder(model, teacher, train, train[: args.calib_images], held,
-                                     steps=args.steps, batch_size=args.batch_size, lr=args.lr)
+                                     steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                                     target=args.target)
     for k in ("fp32", "ptq", "qat"):
         m = metrics[k]
         print(f"{k:5s} embedding cosine vs fp32 student (min over {len(held)} held-out) "

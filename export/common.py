@@ -31,7 +31,7 @@ class ExportError(RuntimeError):
 
 
 # scikit-image's sample photos (RGB, in its wheel): real images for calibration and checks
-SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "motorcycle_right",
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket",
                   "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "logo")
 
 

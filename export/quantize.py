@@ -115,11 +115,14 @@ def qat_encoder(
     batch_size: int = 8,
     lr: float = 1e-5,
     normalize_inside: bool = True,
+    target: str = "student",
     seed: int = 0,
     log_every: int = 25,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """QAT of ``student``'s image encoder against ``teacher``'s embeddings.
 
+    ``target``: what the fake-quantised encoder learns to reproduce: ``"student"`` (the fp32
+    student's own embeddings: recovers what quantisation lost) or ``"teacher"``.
     Returns (exported program of the converted QAT encoder, exported program of the PTQ encoder
     calibrated on the same images, metrics): embedding cosine of QAT / PTQ int8 against the fp32
     student and MSE against the teacher on ``eval_images``, before and after."""
@@ -139,8 +142,14 @@ def qat_encoder(
     wrapper = EncoderWrapper(copy.deepcopy(student), normalize_inside=normalize_inside).eval()
     for p in wrapper.parameters():
         p.data = p.data.contiguous()
+    if target not in ("student", "teacher"):
+        raise ValueError(f"target: expected 'student' or 'teacher', got {target!r}")
     x_train = _encoder_inputs(student, train_images, normalize_inside)
-    y_train = _teacher_embeddings(teacher, train_images)
+    if target == "teacher":
+        y_train = _teacher_embeddings(teacher, train_images)
+    else:
+        with torch.no_grad():
+            y_train = torch.cat([wrapper(x_train[i:i + 16]) for i in range(0, len(x_train), 16)])
     x_cal = _encoder_inputs(student, calib_images, normalize_inside)
     x_eval = _encoder_inputs(student, eval_images, normalize_inside)
     y_eval_teacher = _teacher_embeddings(teacher, eval_images)
@@ -178,6 +187,11 @@ def qat_encoder(
         for i in range(0, len(x_cal), 8):
             prepared(x_cal[i:i + 8])
     move_exported_model_to_train(prepared)
+    # Freeze the quantisation parameters at their calibrated values: with moving-average observers
+    # left on, the loss rose even at learning rate 0 (ranges drifting batch to batch).
+    from torchao.quantization.pt2e.fake_quantize import disable_observer
+
+    prepared.apply(disable_observer)
     opt = torch.optim.AdamW([p for p in prepared.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
     log = []
@@ -196,7 +210,7 @@ def qat_encoder(
     move_exported_model_to_eval(prepared)
     converted = convert_pt2e(prepared)
     metrics["qat"] = evaluate(converted)
-    metrics.update({"steps": steps, "batch_size": batch_size, "lr": lr, "train_images": len(train_images),
+    metrics.update({"target": target, "steps": steps, "batch_size": batch_size, "lr": lr, "train_images": len(train_images),
                     "calibration_images": len(calib_images), "eval_images": len(eval_images), "log": log})
     one = (x_eval[:1].clone(),)
     with MathAttention():
