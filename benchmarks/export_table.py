@@ -13,7 +13,6 @@ targets (student encoder <= 0.30 s, decoder <= 20 ms per prompt, int8 >= 1.5x fp
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 from pathlib import Path

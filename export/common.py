@@ -30,6 +30,29 @@ class ExportError(RuntimeError):
     """An export that failed; names the format and, where known, the operator."""
 
 
+def op_from_message(msg: str, patterns: Sequence[str]) -> Optional[str]:
+    """The first operator name one of ``patterns`` (regexes, group 1) finds in an error message."""
+    import re
+
+    for pat in patterns:
+        m = re.search(pat, msg)
+        if m:
+            return m.group(1).rstrip(".")
+    return None
+
+
+def format_error(fmt: str, action: str, what: str, exc: BaseException, patterns: Sequence[str],
+                 op: Optional[str] = None) -> ExportError:
+    """``"<what>: <action> failed on operator 'op' (not supported by format '<fmt>'): <Type>: <first
+    line of the message>"`` (without the operator part when none is named)."""
+    msg = str(exc).strip()
+    op = op or op_from_message(msg, patterns)
+    head = f"{what}: {action} failed" + (f" on operator {op!r} (not supported by format '{fmt}')" if op
+                                          else f" (format '{fmt}')")
+    first = next((line.strip() for line in msg.splitlines() if line.strip()), "")
+    return ExportError(f"{head}: {type(exc).__name__}: {first}")
+
+
 # scikit-image's sample photos (RGB, in its wheel): real images for calibration and checks
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket",
                   "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "logo")

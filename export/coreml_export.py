@@ -36,7 +36,7 @@ import torch
 
 from sam_edge.modeling.sam import Sam
 
-from .common import ExportDir, ExportError, load_images, path_size
+from .common import ExportDir, ExportError, format_error, load_images, path_size
 from .common import expand_precisions as _expand
 from .manifest import library_versions
 from .verify import VerificationError
@@ -83,21 +83,8 @@ _OP_PATTERNS = (
 )
 
 
-def _op_from_message(msg: str) -> Optional[str]:
-    for pat in _OP_PATTERNS:
-        m = re.search(pat, msg)
-        if m:
-            return m.group(1)
-    return None
-
-
 def _export_error(what: str, exc: BaseException, stage: str = "Core ML conversion") -> ExportError:
-    msg = str(exc)
-    op = _op_from_message(msg)
-    head = f"{what}: {stage} failed" + (f" on operator {op!r} (not supported by format 'coreml')" if op
-                                         else " (format 'coreml')")
-    first = msg.strip().splitlines()[0] if msg.strip() else ""
-    return ExportError(f"{head}: {type(exc).__name__}: {first}")
+    return format_error("coreml", stage, what, exc, _OP_PATTERNS)
 
 
 def convert_module(

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -44,7 +43,7 @@ import torch
 from sam_edge.modeling.sam import Sam
 
 from .calibration import decoder_calibration_feeds, encoder_calibration_feeds
-from .common import ExportDir, ExportError, load_images
+from .common import ExportDir, ExportError, format_error, load_images
 from .common import expand_precisions as _expand
 from .manifest import library_versions
 from .onnx_export import MathAttention  # SDPA as matmul + softmax: fully delegated, fewer partitions
@@ -85,21 +84,8 @@ _OP_PATTERNS = (
 )
 
 
-def _op_from_message(msg: str) -> Optional[str]:
-    for pat in _OP_PATTERNS:
-        m = re.search(pat, msg)
-        if m:
-            return m.group(1)
-    return None
-
-
 def _export_error(what: str, exc: BaseException, op: Optional[str] = None) -> ExportError:
-    msg = str(exc).strip()
-    op = op or _op_from_message(msg)
-    head = f"{what}: ExecuTorch export failed" + (
-        f" on operator {op!r} (not supported by format 'executorch')" if op else " (format 'executorch')")
-    first = next((line.strip() for line in msg.splitlines() if line.strip()), "")
-    return ExportError(f"{head}: {type(exc).__name__}: {first}")
+    return format_error("executorch", "ExecuTorch export", what, exc, _OP_PATTERNS, op)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ a fresh process (e.g. one ``sam-edge export`` per precision) -- every artifact i
 from __future__ import annotations
 
 import contextlib
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +25,7 @@ import torch
 from sam_edge.modeling.sam import Sam
 
 from .calibration import decoder_calibration_feeds, encoder_calibration_feeds
-from .common import ExportDir, ExportError, load_images
+from .common import ExportDir, ExportError, format_error, load_images
 from .common import expand_precisions as _expand
 from .manifest import library_versions
 from .wrappers import (
@@ -81,19 +80,8 @@ _OP_PATTERNS = (
 )
 
 
-def _op_from_message(msg: str) -> Optional[str]:
-    for pat in _OP_PATTERNS:
-        m = re.search(pat, msg)
-        if m:
-            return m.group(1)
-    return None
-
-
 def _export_error(what: str, exc: BaseException) -> ExportError:
-    msg = str(exc)
-    op = _op_from_message(msg)
-    head = f"{what}: ONNX export failed" + (f" on operator {op!r} (not supported by format 'onnx')" if op else "")
-    return ExportError(f"{head}: {type(exc).__name__}: {msg.splitlines()[0] if msg else ''}")
+    return format_error("onnx", "ONNX export", what, exc, _OP_PATTERNS)
 
 
 def export_graph(

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,7 +43,7 @@ from sam_edge.modeling.sam import Sam
 from sam_edge.runtime.backend_tflite import PAD_LABEL, SIGNATURE_KEY, LiteRTSession, pad_points
 
 from .calibration import decoder_calibration_feeds, encoder_calibration_feeds
-from .common import ExportDir, ExportError, load_images
+from .common import ExportDir, ExportError, format_error, load_images
 from .common import expand_precisions as _expand
 from .manifest import library_versions, write_manifest
 from .wrappers import (
@@ -76,21 +75,8 @@ _OP_PATTERNS = (
 )
 
 
-def _op_from_message(msg: str) -> Optional[str]:
-    for pat in _OP_PATTERNS:
-        m = re.search(pat, msg)
-        if m:
-            return m.group(1).rstrip(".")
-    return None
-
-
 def _export_error(what: str, exc: BaseException, stage: str = "conversion") -> ExportError:
-    msg = str(exc)
-    op = _op_from_message(msg)
-    head = f"{what}: TFLite {stage} failed" + (f" on operator {op!r} (not supported by format 'tflite')" if op
-                                               else " (format 'tflite')")
-    first = next((line for line in msg.splitlines() if line.strip()), "")
-    return ExportError(f"{head}: {type(exc).__name__}: {first}")
+    return format_error("tflite", f"TFLite {stage}", what, exc, _OP_PATTERNS)
 
 
 @contextlib.contextmanager
