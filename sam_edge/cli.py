@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("distill.cli_distill", "distil a student image encoder from a SAM teacher (embeddings, then prompt-in-the-loop)"),
     "export": ("export.cli_export", "export encoder + decoder to ONNX / ExecuTorch / TFLite / Core ML, verified, with a manifest"),
     "quantize": ("export.cli_quantize", "torchao int8 for PyTorch, or QAT of the encoder for ExecuTorch int8"),
+    "bench": ("benchmarks.cli_bench", "latency and IoU drop of exported artifacts on a device (host, ssh://, adb://)"),
+    "report": ("benchmarks.report", "merge bench results into JSON, CSV, Markdown and PNG plots"),
     "eval": ("distill.cli_eval", "mIoU of a student against its teacher (and both against ground truth) on held-out data"),
 }
 
@@ -48,6 +50,9 @@ def _version() -> str:
     return __version__
 
 
+USER_ERRORS = {"ManifestError", "BackendUnavailable", "ExportError", "VerificationError", "BenchError", "DeviceError"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -60,6 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ImageError, PromptError, CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sam-edge {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # errors of the export / runtime / benchmark packages that name the bad input
+        if type(exc).__name__ not in USER_ERRORS:
+            raise
+        print(f"sam-edge {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,46 @@
+"""Latency and IoU drop of exported artifacts on a device: encoder and decoder timed separately
+(warm-up, N runs: min / p50 / p90 / std, threads), load time, peak RSS, size on disk; masks
+compared with the teacher's, the fp32 pipeline's and the ground truth per prompt type (mIoU and
+share under 0.5). Devices: host, ssh://user@host[:port], adb://SERIAL. Results JSON is written
+after every export directory; rerunning with the same --out resumes."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--artifacts", nargs="+", required=True, help="export directories (sam-edge export --out)")
+    parser.add_argument("--device", default="host", help="host (default), ssh://user@host[:port] or adb://SERIAL")
+    parser.add_argument("--data", required=True, help="SA-1B-format folder with ground-truth masks")
+    parser.add_argument("--teacher", required=True, help="teacher model name (e.g. sam_demo_teacher, sam_vit_h)")
+    parser.add_argument("--teacher-checkpoint", help="teacher weights (default: bundled)")
+    parser.add_argument("--prompts", default="point,box,points2", help="comma-separated prompt types (default point,box,points2)")
+    parser.add_argument("--num-images", type=int, default=16, help="images (default 16)")
+    parser.add_argument("--masks-per-image", type=int, default=4, help="ground-truth masks per image (default 4)")
+    parser.add_argument("--runs", type=int, default=20, help="timed encoder runs (decoder: 5x) (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up runs (default 3)")
+    parser.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
+    parser.add_argument("--formats", help="only these formats (comma-separated)")
+    parser.add_argument("--peers", action="store_true",
+                        help="also time eager teacher and SAM ViT-H encoders in the same run (ViT-H: ~1 min here)")
+    parser.add_argument("--seed", type=int, default=0, help="image / mask / prompt choice (default 0)")
+    parser.add_argument("--out", required=True, help="results JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .harness import bench
+
+    if args.num_images < 1 or args.runs < 1 or args.warmup < 0 or args.masks_per_image < 1:
+        raise ValueError("--num-images, --runs and --masks-per-image must be >= 1, --warmup >= 0")
+    res = bench(args.artifacts, args.device, args.data, args.teacher, args.out,
+                teacher_checkpoint=args.teacher_checkpoint, prompt_types=[t for t in args.prompts.split(",") if t],
+                num_images=args.num_images, masks_per_image=args.masks_per_image, runs=args.runs,
+                warmup=args.warmup, threads=args.threads,
+                formats=args.formats.split(",") if args.formats else None, with_peers=args.peers,
+                seed=args.seed, argv=["sam-edge", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else None)
+    from .report import markdown_table
+
+    print(markdown_table([res]))
+    print(f"results: {args.out}")
+    return 0
