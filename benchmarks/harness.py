@@ -205,6 +205,8 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
 
     from .runner import environment, write_inputs
 
+    if not (device == "host" or device.startswith(("ssh://", "adb://"))):
+        raise BenchError(f"--device {device!r}: expected host, ssh://user@host[:port] or adb://SERIAL")
     bad = [t for t in prompt_types if t not in PROMPT_TYPES]
     if bad or not prompt_types:
         raise BenchError(f"--prompts: expected a comma-separated subset of {list(PROMPT_TYPES)}, got {list(prompt_types)}")
