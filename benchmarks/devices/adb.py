@@ -62,7 +62,7 @@ _TF_STAT = re.compile(r"\bcount=(\d+)(?P<rest>[^\n]*)")
 _TF_KV = re.compile(rf"\b(first|curr|min|max|avg|std)=({_FLOAT})")
 _TF_TIMINGS = re.compile(r"Inference timings in us:(?P<rest>[^\n]*)")
 _TF_PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: ({_FLOAT})")
-_ERROR_LINE = re.compile(r"^(E |ERROR|F |Error|error:|.*\bfailed\b|.*Failed\b|Aborted|.*not found)", re.M)
+_ERROR_LINE = re.compile(r"^(?:E |ERROR|F |Error|error:|Aborted|.*\b(?:failed|Failed|not found)\b).*$", re.M)
 
 
 def parse_spec(spec: str) -> str:
