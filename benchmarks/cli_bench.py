@@ -10,10 +10,16 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--artifacts", nargs="+", required=True, help="export directories (sam-edge export --out)")
+    parser.add_argument("--artifacts", nargs="+", help="export directories (sam-edge export --out)")
+    parser.add_argument("--ingest", metavar="FILE",
+                        help="instead of running: convert an iOS app benchmark JSON or an Xcode Core ML report "
+                             "summary (CSV/JSON) into a results file for `sam-edge report`")
+    parser.add_argument("--remote-python", default="python3", help="ssh://: python on the remote box (default python3)")
+    parser.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                        help="ssh://: extra ssh argument, e.g. -i ~/.ssh/jetson (repeatable)")
     parser.add_argument("--device", default="host", help="host (default), ssh://user@host[:port] or adb://SERIAL")
-    parser.add_argument("--data", required=True, help="SA-1B-format folder with ground-truth masks")
-    parser.add_argument("--teacher", required=True, help="teacher model name (e.g. sam_demo_teacher, sam_vit_h)")
+    parser.add_argument("--data", help="SA-1B-format folder with ground-truth masks")
+    parser.add_argument("--teacher", help="teacher model name (e.g. sam_demo_teacher, sam_vit_h)")
     parser.add_argument("--teacher-checkpoint", help="teacher weights (default: bundled)")
     parser.add_argument("--prompts", default="point,box,points2", help="comma-separated prompt types (default point,box,points2)")
     parser.add_argument("--num-images", type=int, default=16, help="images (default 16)")
@@ -29,8 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .harness import bench
+    from .harness import bench, ingest_results
 
+    argv = ["sam-edge", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else None
+    if args.ingest:
+        res = ingest_results(args.ingest, args.out, argv)
+        print(f"{len(res['rows'])} row(s) from {args.ingest} ({res['device']}) -> {args.out}")
+        return 0
+    missing = [f for f, v in (("--artifacts", args.artifacts), ("--data", args.data), ("--teacher", args.teacher)) if not v]
+    if missing:
+        raise ValueError(f"sam-edge bench needs {', '.join(missing)} (or --ingest FILE)")
+    opts = {}
+    if args.device.startswith("ssh://"):
+        import shlex
+
+        opts = {"remote_python": args.remote_python,
+                "ssh_options": tuple(x for o in args.ssh_option for x in shlex.split(o))}
     if args.num_images < 1 or args.runs < 1 or args.warmup < 0 or args.masks_per_image < 1:
         raise ValueError("--num-images, --runs and --masks-per-image must be >= 1, --warmup >= 0")
     res = bench(args.artifacts, args.device, args.data, args.teacher, args.out,
@@ -38,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                 num_images=args.num_images, masks_per_image=args.masks_per_image, runs=args.runs,
                 warmup=args.warmup, threads=args.threads,
                 formats=args.formats.split(",") if args.formats else None, with_peers=args.peers,
-                seed=args.seed, argv=["sam-edge", "bench", *sys.argv[2:]] if sys.argv[1:2] == ["bench"] else None)
+                seed=args.seed, argv=argv, device_options=opts)
     from .report import markdown_table
 
     print(markdown_table([res]))

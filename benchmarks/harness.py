@@ -154,7 +154,8 @@ def git_commit() -> Optional[str]:
 
 
 def run_device(device: str, export_dir: Path, inputs_path: Path, out_dir: Path, runs: int, warmup: int,
-               threads: Optional[int], formats: Optional[Sequence[str]]) -> dict:
+               threads: Optional[int], formats: Optional[Sequence[str]], device_options: Optional[dict] = None) -> dict:
+    device_options = dict(device_options or {})
     if device == "host":
         cmd = [sys.executable, "-m", "benchmarks.runner", "--artifacts", str(export_dir), "--inputs", str(inputs_path),
                "--out", str(out_dir), "--runs", str(runs), "--warmup", str(warmup)]
@@ -169,11 +170,12 @@ def run_device(device: str, export_dir: Path, inputs_path: Path, out_dir: Path, 
     if device.startswith("ssh://"):
         from .devices.ssh import run_ssh
 
-        return run_ssh(device, export_dir, inputs_path, out_dir, runs=runs, warmup=warmup, threads=threads)
+        return run_ssh(device, export_dir, inputs_path, out_dir, runs=runs, warmup=warmup, threads=threads,
+                       formats=formats, **device_options)
     if device.startswith("adb://"):
         from .devices.adb import run_adb
 
-        return run_adb(device, export_dir, out_dir, runs=runs, warmup=warmup, threads=threads)
+        return run_adb(device, export_dir, out_dir, runs=runs, warmup=warmup, threads=threads, formats=formats)
     raise BenchError(f"--device {device!r}: expected host, ssh://user@host[:port] or adb://SERIAL")
 
 
@@ -198,7 +200,7 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
           teacher_checkpoint: Optional[str] = None, prompt_types: Sequence[str] = PROMPT_TYPES, num_images: int = 16,
           masks_per_image: int = 4, runs: int = 20, warmup: int = 3, threads: Optional[int] = None,
           formats: Optional[Sequence[str]] = None, with_peers: bool = False, seed: int = 0,
-          argv: Optional[Sequence[str]] = None) -> dict:
+          argv: Optional[Sequence[str]] = None, device_options: Optional[dict] = None) -> dict:
     from sam_edge.registry import create_model
     from sam_edge.runtime import load_manifest
     from sam_edge.utils.io import write_json_atomic
@@ -246,7 +248,7 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
         write_inputs(inputs_path, encoder_inputs(man, [x["image"] for x in samples]),
                      [p["image"] for p in prompts],
                      [model_frame_prompt(p, s, tuple(samples[p["image"]]["original_size"])) for p in prompts])
-        timings = run_device(device, Path(d), inputs_path, dev_out, runs, warmup, threads, formats)
+        timings = run_device(device, Path(d), inputs_path, dev_out, runs, warmup, threads, formats, device_options)
         res["device_env"] = timings.get("env")
         by_file = {a["file"]: a for a in timings.get("artifacts", [])}
         sizes = {a["file"]: a["size_bytes"] for a in man["artifacts"]}
@@ -288,4 +290,33 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
     if with_peers:
         res["peers"] = peers(teacher, max(3, runs // 4))
         write_json_atomic(results_path, res)
+    return res
+
+
+def ingest_results(path: str | Path, out: str | Path, argv: Optional[Sequence[str]] = None) -> dict:
+    """Results measured elsewhere (iOS app benchmark mode, Xcode Core ML report summary) as a
+    results file ``sam-edge report`` merges: timings only (no masks came back, so no IoU)."""
+    from sam_edge.utils.io import write_json_atomic
+
+    from .devices.ingest import ingest
+
+    t = ingest(path)
+    recs = t.get("artifacts", [])
+    rows = []
+    for enc in (r for r in recs if r.get("role") == "encoder"):
+        dec = next((r for r in recs if r.get("role") == "decoder" and r.get("format") == enc.get("format")
+                    and r.get("precision") == enc.get("precision")
+                    and r.get("compute_units") == enc.get("compute_units")), {})
+        rows.append({"artifacts": str(path), "model": t.get("env", {}).get("model", "?"), "format": enc.get("format"),
+                     "precision": enc.get("precision") + (f" ({enc['compute_units']})" if enc.get("compute_units") else ""),
+                     "encoder_file": enc.get("file"), "decoder_file": dec.get("file"),
+                     "encoder_ms": enc.get("latency_ms"), "decoder_ms": dec.get("latency_ms"),
+                     "load_s": {"encoder": enc.get("load_s"), "decoder": dec.get("load_s")},
+                     "peak_rss_mb": enc.get("peak_rss_mb"), "threads": None, "size_mb": {}, "iou": {},
+                     "error": enc.get("error")})
+    res = {"schema": SCHEMA, "device": t.get("device", "ingested"), "command": list(argv) if argv else None,
+           "git_commit": git_commit(), "host_env": None, "device_env": t.get("env"), "data": None,
+           "num_images": 0, "num_prompts": 0, "prompt_types": [], "teacher": None, "teacher_vs_gt": {},
+           "ingested_from": str(path), "rows": rows}
+    write_json_atomic(Path(out), res)
     return res

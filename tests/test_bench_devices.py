@@ -420,3 +420,33 @@ def test_ssh_runner_failure_reports_remote_stderr(sshd, tiny_export, tmp_path):
                 ssh_options=sshd["opts"], timeout=120, connect_timeout=5)
     assert _remote_dirs() == before
     assert "ValueError" in str(ei.value)  # the remote traceback's last line
+
+
+def test_cli_bench_over_ssh_then_report(sshd, tiny_export, tmp_path):
+    """`sam-edge bench --device ssh://...` end to end: masks come back and are scored here."""
+    from distill.synth import generate_dataset
+    from sam_edge.cli import main
+
+    export_dir, _ = tiny_export
+    generate_dataset(tmp_path / "data", num_images=2, image_size=128, seed=5)
+    out = tmp_path / "ssh.json"
+    opts = [f"--ssh-option={' '.join(sshd['opts'])}"]
+    rc = main(["bench", "--artifacts", str(export_dir), "--device", sshd["spec"], "--data", str(tmp_path / "data"),
+               "--teacher", "sam_test_tiny", "--num-images", "1", "--masks-per-image", "1", "--runs", "2",
+               "--warmup", "0", "--threads", "1", "--remote-python", sys.executable, *opts, "--out", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["device"] == sshd["spec"]
+    (row,) = res["rows"]
+    assert row["error"] is None and row["encoder_ms"]["n"] == 2
+    assert row["iou"]["box"]["vs_fp32"]["miou"] == 1.0 and 0 <= row["iou"]["box"]["vs_teacher"]["miou"] <= 1
+    ios = tmp_path / "ios.json"
+    ios.write_text(json.dumps({"app": "sam-edge-ios", "device": {"model": "iPhone15,2", "os": "iOS 17.4"},
+                               "results": [{"file": "encoder_fp16.mlpackage", "latency_ms": {"p50": 12.5},
+                                            "load_s": 0.8},
+                                           {"file": "decoder_fp16.mlpackage", "latency_ms": {"p50": 3.1}}]}))
+    assert main(["bench", "--ingest", str(ios), "--out", str(tmp_path / "ios_res.json")]) == 0
+    rep = tmp_path / "rep"
+    assert main(["report", str(out), str(tmp_path / "ios_res.json"), "--out", str(rep)]) == 0
+    md = (rep / "report.md").read_text()
+    assert sshd["spec"] in md and "coreml" in md and "12.50" in md
