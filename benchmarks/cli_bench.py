@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="warm-up runs (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="runtime threads (default 2)")
     parser.add_argument("--formats", help="only these formats (comma-separated)")
+    parser.add_argument("--torch-model", help="host: also run this PyTorch model (name or .safetensors; the model the "
+                                              "artifacts were exported from) as format 'torch'")
+    parser.add_argument("--torch-checkpoint", help="weights for --torch-model given by name")
+    parser.add_argument("--torch-variants", default="eager_fp32,torchao_int8_weight_only",
+                        help="with --torch-model: eager_fp32, compile_fp32, torchao_int8_weight_only, torchao_int8_dynamic "
+                             "(default eager_fp32,torchao_int8_weight_only)")
     parser.add_argument("--peers", action="store_true",
                         help="also time eager teacher and SAM ViT-H encoders in the same run (ViT-H: ~1 min here)")
     parser.add_argument("--seed", type=int, default=0, help="image / mask / prompt choice (default 0)")
@@ -58,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
                 num_images=args.num_images, masks_per_image=args.masks_per_image, runs=args.runs,
                 warmup=args.warmup, threads=args.threads,
                 formats=args.formats.split(",") if args.formats else None, with_peers=args.peers,
-                seed=args.seed, argv=argv, device_options=opts)
+                seed=args.seed, argv=argv, device_options=opts, torch_model=args.torch_model,
+                torch_checkpoint=args.torch_checkpoint,
+                torch_variants=[v for v in args.torch_variants.split(",") if v])
     from .report import markdown_table
 
     print(markdown_table([res]))

@@ -100,8 +100,9 @@ def measure(export_dir: Path, repeats: int, num_points: int, threads: int, forma
                "passed": v.get("passed"), "latency_ms": None, "note": ""}
         try:
             backend = get_backend(art["format"])
-            if hasattr(backend, "threads"):
-                backend.threads = threads
+            for attr in ("threads", "num_threads"):
+                if hasattr(backend, attr):
+                    setattr(backend, attr, threads)
             sess = backend.load(export_dir / art["file"])
             if art["role"] == "encoder":
                 inp = {sess.input_names[0]: x}

@@ -179,6 +179,74 @@ def run_device(device: str, export_dir: Path, inputs_path: Path, out_dir: Path, 
     raise BenchError(f"--device {device!r}: expected host, ssh://user@host[:port] or adb://SERIAL")
 
 
+TORCH_VARIANTS = ("eager_fp32", "compile_fp32", "torchao_int8_weight_only", "torchao_int8_dynamic")
+
+
+def torch_pipelines(model_spec: str, checkpoint: Optional[str], manifest: dict, inputs_path: Path, out_dir: Path,
+                    runs: int, warmup: int, threads: Optional[int], variants: Sequence[str]) -> tuple[list, list]:
+    """PyTorch on the host as more "formats": eager fp32, torch.compile, torchao int8 (Linear
+    layers), the same model and inputs as the artifacts. Returns (pipelines, artifact records)."""
+    import copy
+
+    from export.cli_export import load_model
+    from export.wrappers import DecoderWrapper, EncoderWrapper
+    from sam_edge.modeling.repvit import reparameterize_model
+
+    from .runner import decoder_feed, peak_rss_mb, stats_ms, timed_runs
+
+    bad = [v for v in variants if v not in TORCH_VARIANTS]
+    if bad:
+        raise BenchError(f"--torch-variants: unknown {bad}; expected some of {list(TORCH_VARIANTS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    with np.load(inputs_path) as z:
+        inputs = {k: z[k] for k in z.files}
+    base = reparameterize_model(load_model(model_spec, checkpoint).eval())
+    side = int(manifest["mask_input_size"])
+    names = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+    pipes, recs = [], []
+    for v in variants:
+        t0 = time.perf_counter()
+        err = None
+        try:
+            m = copy.deepcopy(base)
+            if v.startswith("torchao_"):
+                from export.quantize import torchao_quantize
+
+                m, _ = torchao_quantize(m, v[len("torchao_"):])
+            enc = EncoderWrapper(m, normalize_inside=manifest["normalize_inside"]).eval()
+            dec = DecoderWrapper(m, mask_outputs=manifest["mask_outputs"]).eval()
+            if v == "compile_fp32":
+                enc, dec = torch.compile(enc), torch.compile(dec, dynamic=True)
+            load_s = time.perf_counter() - t0
+            with torch.no_grad():
+                x = torch.from_numpy(inputs["encoder_inputs"])
+                t_enc = timed_runs(lambda: enc(x[0]), runs, max(warmup, 1))
+                emb = np.concatenate([enc(xi).numpy() for xi in x])
+                f0 = decoder_feed(inputs, 0, emb, side)
+                a0 = [torch.from_numpy(f0[k]) for k in names]
+                t_dec = timed_runs(lambda: dec(*a0), runs * 5, max(warmup, 1))
+                lows, ious = [], []
+                for p in range(len(inputs["prompt_image"])):
+                    f = decoder_feed(inputs, p, emb, side)
+                    low, iou = dec(*[torch.from_numpy(f[k]) for k in names])
+                    lows.append(low[0].numpy())
+                    ious.append(iou[0].numpy())
+            name = f"outputs_torch_{v}.npz"
+            np.savez_compressed(out_dir / name, low_res_masks=np.stack(lows).astype(np.float16),
+                                iou_predictions=np.stack(ious))
+            rss = peak_rss_mb()
+            for role, t in (("encoder", t_enc), ("decoder", t_dec)):
+                recs.append({"file": f"torch:{v}:{role}", "role": role, "format": "torch", "precision": v,
+                             "load_s": load_s, "latency_ms": stats_ms(t), "threads": threads or torch.get_num_threads(),
+                             "peak_rss_mb": rss, "error": None})
+        except Exception as exc:  # noqa: BLE001 - recorded as the row's error
+            name, err = None, f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        pipes.append({"format": "torch", "precision": v, "encoder": f"torch:{v}:encoder",
+                      "decoder": f"torch:{v}:decoder", "outputs": name, "error": err})
+    return pipes, recs
+
+
 def peers(teacher, runs: int) -> dict[str, Any]:
     from sam_edge.registry import create_model
 
@@ -200,7 +268,9 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
           teacher_checkpoint: Optional[str] = None, prompt_types: Sequence[str] = PROMPT_TYPES, num_images: int = 16,
           masks_per_image: int = 4, runs: int = 20, warmup: int = 3, threads: Optional[int] = None,
           formats: Optional[Sequence[str]] = None, with_peers: bool = False, seed: int = 0,
-          argv: Optional[Sequence[str]] = None, device_options: Optional[dict] = None) -> dict:
+          argv: Optional[Sequence[str]] = None, device_options: Optional[dict] = None,
+          torch_model: Optional[str] = None, torch_checkpoint: Optional[str] = None,
+          torch_variants: Sequence[str] = ("eager_fp32", "torchao_int8_weight_only")) -> dict:
     from sam_edge.registry import create_model
     from sam_edge.runtime import load_manifest
     from sam_edge.utils.io import write_json_atomic
@@ -234,6 +304,7 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
         "host_env": environment(threads), "data": str(data), "num_images": len(samples), "num_prompts": len(prompts),
         "prompt_types": list(prompt_types), "teacher": teacher_name, "teacher_vs_gt": teacher_vs_gt,
         "teacher_masks_s": teacher_s, "rows": [], "device_env": None,
+        "image_sizes": {d: m["image_size"] for d, m in manifests.items()},
     }
     if results_path.is_file():
         old = json.loads(results_path.read_text())
@@ -250,6 +321,11 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
                      [model_frame_prompt(p, s, tuple(samples[p["image"]]["original_size"])) for p in prompts])
         timings = run_device(device, Path(d), inputs_path, dev_out, runs, warmup, threads, formats, device_options)
         res["device_env"] = timings.get("env")
+        if torch_model and device == "host" and d == str(artifacts[0]):
+            tp, ta = torch_pipelines(torch_model, torch_checkpoint, man, dev_out / "inputs.npz", dev_out, runs, warmup,
+                                     threads, torch_variants)
+            timings = {**timings, "pipelines": timings.get("pipelines", []) + tp,
+                       "artifacts": timings.get("artifacts", []) + ta}
         by_file = {a["file"]: a for a in timings.get("artifacts", [])}
         sizes = {a["file"]: a["size_bytes"] for a in man["artifacts"]}
         masks_of: dict[tuple[str, str], list[np.ndarray]] = {}
@@ -264,7 +340,7 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
         rows = [r for r in res["rows"] if r["artifacts"] != d]
         for pl in timings.get("pipelines", []):
             key = (pl["format"], pl["precision"])
-            fp32 = masks_of.get((pl["format"], "fp32")) or next(
+            fp32 = masks_of.get((pl["format"], "fp32")) or masks_of.get((pl["format"], "eager_fp32")) or next(
                 (v for (f, p), v in masks_of.items() if p == "fp32"), None)
             mine = masks_of.get(key)
             iou: dict[str, Any] = {}

@@ -39,6 +39,11 @@ def flat_rows(results: Sequence[dict]) -> list[dict[str, Any]]:
                     row[f"{t}_under_0_5_vs_teacher"] = v["vs_teacher"]["under_0_5"]
                     row[f"{t}_miou_vs_gt"] = v["vs_gt"]["miou"]
             rows.append(row)
+    # mIoU drop: fp32 pipeline's mIoU vs teacher minus this one's (same device and format)
+    base = {(r["device"], r["format"]): r["miou_vs_teacher"] for r in rows if r["precision"] in ("fp32", "eager_fp32")}
+    for r in rows:
+        b = base.get((r["device"], r["format"]))
+        r["miou_drop_vs_fp32"] = None if b is None or r["miou_vs_teacher"] is None else b - r["miou_vs_teacher"]
     return rows
 
 
@@ -51,12 +56,13 @@ def markdown_table(results: Sequence[dict]) -> str:
     types = sorted({k.split("_miou_vs_teacher")[0] for r in rows for k in r if k.endswith("_miou_vs_teacher")
                     and k != "miou_vs_teacher"})
     head = ["device", "format", "precision", "encoder ms (p50)", "decoder ms (p50)", "size MB",
-            "mIoU vs teacher"] + [f"{t} vs teacher" for t in types] + ["drop vs fp32"]
+            "mIoU vs teacher"] + [f"{t} vs teacher" for t in types] + ["mIoU drop vs fp32", "1 - IoU vs fp32 masks"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (r["device"], r["encoder_ms_p50"] or 1e9)):
         cells = [r["device"], r["format"], r["precision"], _f(r["encoder_ms_p50"]), _f(r["decoder_ms_p50"]),
                  _f(r["size_mb"]), _f(r["miou_vs_teacher"], ".4f")]
         cells += [_f(r.get(f"{t}_miou_vs_teacher"), ".4f") for t in types]
+        cells += [_f(r["miou_drop_vs_fp32"], "+.4f")]
         cells += [_f(r["drop_vs_fp32"], ".4f") if r["error"] is None else f"error: {r['error']}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -68,15 +74,17 @@ def peer_lines(results: Sequence[dict]) -> list[str]:
         peers = res.get("peers")
         if not peers:
             continue
-        enc = [(r["encoder_ms"]["p50"], r["format"], r["precision"]) for r in res["rows"] if r.get("encoder_ms")]
+        enc = [(r["encoder_ms"]["p50"], r["format"], r["precision"], r["artifacts"]) for r in res["rows"]
+               if r.get("encoder_ms") and r["format"] != "torch"]
         if not enc:
             continue
-        best, fmt, prec = min(enc)
+        best, fmt, prec, art = min(enc)
+        size = (res.get("image_sizes") or {}).get(art)
         vit_h = peers["sam_vit_h_encoder_ms"]["p50"]
         teach = peers["teacher_encoder_ms"]["p50"]
         out.append(f"- {res['device']}: SAM ViT-H encoder (eager fp32, 1024 px) {vit_h / 1e3:.1f} s; teacher "
                    f"`{res['teacher']}` encoder {teach:.1f} ms; best student artifact encoder {best:.2f} ms "
-                   f"({fmt} {prec}): **ViT-H / best student = {vit_h / best:,.0f}x**, teacher / best student = "
+                   f"({fmt} {prec}{f', {size} px input' if size else ''}): **ViT-H / best student = {vit_h / best:,.0f}x**, teacher / best student = "
                    f"{teach / best:.1f}x (measured in one run)")
     return out
 
@@ -95,11 +103,11 @@ def plots(results: Sequence[dict], out: Path) -> list[str]:
         dr = [r for r in rows if r["device"] == device and r["miou_vs_teacher"] is not None]
         if not dr:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in dr:
-            ax.scatter(r["encoder_ms_p50"], r["miou_vs_teacher"], s=30)
-            ax.annotate(f"{r['format']} {r['precision']}", (r["encoder_ms_p50"], r["miou_vs_teacher"]),
-                        fontsize=7, xytext=(3, 3), textcoords="offset points")
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        markers = {"onnx": "o", "executorch": "s", "tflite": "^", "coreml": "D", "torch": "P"}
+        for r in sorted(dr, key=lambda r: (r["format"], r["precision"])):
+            ax.scatter(r["encoder_ms_p50"], r["miou_vs_teacher"], s=40, marker=markers.get(r["format"], "x"),
+                       label=f"{r['format']} {r['precision']} ({r['encoder_ms_p50']:.2f} ms, {r['miou_vs_teacher']:.3f})")
         front, best = [], -1.0
         for r in sorted(dr, key=lambda r: r["encoder_ms_p50"]):
             if r["miou_vs_teacher"] > best:
@@ -107,11 +115,12 @@ def plots(results: Sequence[dict], out: Path) -> list[str]:
                 best = r["miou_vs_teacher"]
         ax.plot([r["encoder_ms_p50"] for r in front], [r["miou_vs_teacher"] for r in front], "k--", lw=1,
                 label="Pareto front")
-        ax.set_xlabel("encoder latency p50 (ms)")
+        ax.set_xscale("log")
+        ax.set_xlabel("encoder latency p50 (ms, log scale)")
         ax.set_ylabel("mIoU vs teacher (all prompt types)")
         ax.set_title(f"latency vs mIoU: {device}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         name = f"pareto_{device.replace('://', '_').replace('/', '_').replace(':', '_')}.png"
         with atomic_path(out / name) as tmp:
             fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
