@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--remote-python", default="python3", help="ssh://: python on the remote box (default python3)")
     parser.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
                         help="ssh://: extra ssh argument, e.g. -i ~/.ssh/jetson (repeatable)")
-    parser.add_argument("--device", default="host", help="host (default), ssh://user@host[:port] or adb://SERIAL")
+    parser.add_argument("--device", default="host", help="host (default), cuda (onnxruntime CUDA/TensorRT providers, torch on the GPU), "
+                             "ssh://user@host[:port] or adb://SERIAL")
     parser.add_argument("--data", help="SA-1B-format folder with ground-truth masks")
     parser.add_argument("--teacher", help="teacher model name (e.g. sam_demo_teacher, sam_vit_h)")
     parser.add_argument("--teacher-checkpoint", help="teacher weights (default: bundled)")

@@ -156,11 +156,14 @@ def git_commit() -> Optional[str]:
 def run_device(device: str, export_dir: Path, inputs_path: Path, out_dir: Path, runs: int, warmup: int,
                threads: Optional[int], formats: Optional[Sequence[str]], device_options: Optional[dict] = None) -> dict:
     device_options = dict(device_options or {})
-    if device == "host":
+    if device in ("host", "cuda"):
         cmd = [sys.executable, "-m", "benchmarks.runner", "--artifacts", str(export_dir), "--inputs", str(inputs_path),
                "--out", str(out_dir), "--runs", str(runs), "--warmup", str(warmup)]
         if threads:
             cmd += ["--threads", str(threads)]
+        if device == "cuda":
+            cmd += ["--providers", ",".join(cuda_providers())]
+            formats = [f for f in (formats or ["onnx"]) if f == "onnx"] or ["onnx"]
         if formats:
             cmd += ["--formats", ",".join(formats)]
         proc = subprocess.run(cmd, text=True)
@@ -176,14 +179,29 @@ def run_device(device: str, export_dir: Path, inputs_path: Path, out_dir: Path, 
         from .devices.adb import run_adb
 
         return run_adb(device, export_dir, out_dir, runs=runs, warmup=warmup, threads=threads, formats=formats)
-    raise BenchError(f"--device {device!r}: expected host, ssh://user@host[:port] or adb://SERIAL")
+    raise BenchError(f"--device {device!r}: expected host, cuda, ssh://user@host[:port] or adb://SERIAL")
+
+
+def cuda_providers() -> list[str]:
+    """onnxruntime GPU providers available here (TensorRT first), CPU last; a clear error if none."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BenchError("--device cuda needs onnxruntime-gpu (pip install onnxruntime-gpu)") from exc
+    avail = ort.get_available_providers()
+    gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in avail]
+    if not gpu:
+        raise BenchError(f"--device cuda: onnxruntime here has no CUDA / TensorRT execution provider "
+                         f"(available: {avail}); install onnxruntime-gpu on a machine with an NVIDIA GPU")
+    return gpu + ["CPUExecutionProvider"]
 
 
 TORCH_VARIANTS = ("eager_fp32", "compile_fp32", "torchao_int8_weight_only", "torchao_int8_dynamic")
 
 
 def torch_pipelines(model_spec: str, checkpoint: Optional[str], manifest: dict, inputs_path: Path, out_dir: Path,
-                    runs: int, warmup: int, threads: Optional[int], variants: Sequence[str]) -> tuple[list, list]:
+                    runs: int, warmup: int, threads: Optional[int], variants: Sequence[str],
+                    torch_device: str = "cpu") -> tuple[list, list]:
     """PyTorch on the host as more "formats": eager fp32, torch.compile, torchao int8 (Linear
     layers), the same model and inputs as the artifacts. Returns (pipelines, artifact records)."""
     import copy
@@ -216,22 +234,33 @@ def torch_pipelines(model_spec: str, checkpoint: Optional[str], manifest: dict, 
                 m, _ = torchao_quantize(m, v[len("torchao_"):])
             enc = EncoderWrapper(m, normalize_inside=manifest["normalize_inside"]).eval()
             dec = DecoderWrapper(m, mask_outputs=manifest["mask_outputs"]).eval()
+            enc, dec = enc.to(torch_device), dec.to(torch_device)
             if v == "compile_fp32":
                 enc, dec = torch.compile(enc), torch.compile(dec, dynamic=True)
             load_s = time.perf_counter() - t0
+            sync = torch.cuda.synchronize if torch_device == "cuda" else (lambda: None)
+
+            def run_sync(fn, *a):
+                out = fn(*a)
+                sync()
+                return out
+
+            def dev(a):
+                return torch.from_numpy(a).to(torch_device)
+
             with torch.no_grad():
-                x = torch.from_numpy(inputs["encoder_inputs"])
-                t_enc = timed_runs(lambda: enc(x[0]), runs, max(warmup, 1))
-                emb = np.concatenate([enc(xi).numpy() for xi in x])
+                x = dev(inputs["encoder_inputs"])
+                t_enc = timed_runs(lambda: run_sync(enc, x[0]), runs, max(warmup, 1))
+                emb = np.concatenate([enc(xi).cpu().numpy() for xi in x])
                 f0 = decoder_feed(inputs, 0, emb, side)
-                a0 = [torch.from_numpy(f0[k]) for k in names]
-                t_dec = timed_runs(lambda: dec(*a0), runs * 5, max(warmup, 1))
+                a0 = [dev(f0[k]) for k in names]
+                t_dec = timed_runs(lambda: run_sync(dec, *a0), runs * 5, max(warmup, 1))
                 lows, ious = [], []
                 for p in range(len(inputs["prompt_image"])):
                     f = decoder_feed(inputs, p, emb, side)
-                    low, iou = dec(*[torch.from_numpy(f[k]) for k in names])
-                    lows.append(low[0].numpy())
-                    ious.append(iou[0].numpy())
+                    low, iou = dec(*[dev(f[k]) for k in names])
+                    lows.append(low[0].cpu().numpy())
+                    ious.append(iou[0].cpu().numpy())
             name = f"outputs_torch_{v}.npz"
             np.savez_compressed(out_dir / name, low_res_masks=np.stack(lows).astype(np.float16),
                                 iou_predictions=np.stack(ious))
@@ -277,8 +306,12 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
 
     from .runner import environment, write_inputs
 
-    if not (device == "host" or device.startswith(("ssh://", "adb://"))):
-        raise BenchError(f"--device {device!r}: expected host, ssh://user@host[:port] or adb://SERIAL")
+    if not (device in ("host", "cuda") or device.startswith(("ssh://", "adb://"))):
+        raise BenchError(f"--device {device!r}: expected host, cuda, ssh://user@host[:port] or adb://SERIAL")
+    if device == "cuda":
+        cuda_providers()  # fail before any work when there is no GPU provider
+        if torch_model and not torch.cuda.is_available():
+            raise BenchError("--device cuda with --torch-model: torch here has no CUDA device")
     bad = [t for t in prompt_types if t not in PROMPT_TYPES]
     if bad or not prompt_types:
         raise BenchError(f"--prompts: expected a comma-separated subset of {list(PROMPT_TYPES)}, got {list(prompt_types)}")
@@ -321,9 +354,9 @@ def bench(artifacts: Sequence[str | Path], device: str, data: str | Path, teache
                      [model_frame_prompt(p, s, tuple(samples[p["image"]]["original_size"])) for p in prompts])
         timings = run_device(device, Path(d), inputs_path, dev_out, runs, warmup, threads, formats, device_options)
         res["device_env"] = timings.get("env")
-        if torch_model and device == "host" and d == str(artifacts[0]):
+        if torch_model and device in ("host", "cuda") and d == str(artifacts[0]):
             tp, ta = torch_pipelines(torch_model, torch_checkpoint, man, dev_out / "inputs.npz", dev_out, runs, warmup,
-                                     threads, torch_variants)
+                                     threads, torch_variants, "cuda" if device == "cuda" else "cpu")
             timings = {**timings, "pipelines": timings.get("pipelines", []) + tp,
                        "artifacts": timings.get("artifacts", []) + ta}
         by_file = {a["file"]: a for a in timings.get("artifacts", [])}

@@ -93,10 +93,15 @@ def decoder_feed(inputs: dict, p: int, embeddings: np.ndarray, side: int) -> dic
             "has_mask_input": np.zeros(1, np.float32)}
 
 
+PROVIDERS: Optional[list[str]] = None  # onnxruntime execution providers (--providers)
+
+
 def _load(art: dict, export_dir: Path, threads: Optional[int]):
     from sam_edge.runtime import get_backend
 
     backend = get_backend(art["format"])
+    if PROVIDERS and hasattr(backend, "providers"):
+        backend.providers = PROVIDERS
     for attr in ("threads", "num_threads"):
         if threads and hasattr(backend, attr):
             setattr(backend, attr, threads)
@@ -175,10 +180,13 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--formats", default=None)
     ap.add_argument("--no-isolate", action="store_true", help="run every pipeline in this process")
+    ap.add_argument("--providers", default=None, help="onnxruntime execution providers, comma-separated")
     ap.add_argument("--only", default=None, help=argparse.SUPPRESS)  # FORMAT:PRECISION, used by isolation
     args = ap.parse_args(argv)
     from sam_edge.runtime import load_manifest
 
+    global PROVIDERS
+    PROVIDERS = args.providers.split(",") if args.providers else None
     export_dir, out_dir = Path(args.artifacts), Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(export_dir)
@@ -211,7 +219,8 @@ def main(argv=None) -> int:
         else:
             cmd = [sys.executable, "-m", "benchmarks.runner", "--artifacts", str(export_dir), "--inputs", args.inputs,
                    "--out", str(out_dir), "--runs", str(args.runs), "--warmup", str(args.warmup),
-                   "--only", f"{key[0]}:{key[1]}"] + (["--threads", str(args.threads)] if args.threads else [])
+                   "--only", f"{key[0]}:{key[1]}"] + (["--threads", str(args.threads)] if args.threads else []) \
+                + (["--providers", args.providers] if args.providers else [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             res = json.loads(line[7:]) if line else {

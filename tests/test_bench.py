@@ -107,5 +107,10 @@ def test_bench_bad_inputs(setup, tmp_path, capsys):
     assert "--prompts" in capsys.readouterr().err
     assert main(base + ["--artifacts", str(root / "exp"), "--device", "usb://phone"]) == 2
     assert "--device" in capsys.readouterr().err
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # CPU-only machines (CI)
+        assert main(base + ["--artifacts", str(root / "exp"), "--device", "cuda"]) == 2
+        assert "CUDA" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing.json"), "--out", str(tmp_path / "rep")]) == 2
     assert "does not exist" in capsys.readouterr().err
