@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.cli_export", "export encoder + decoder to ONNX / ExecuTorch / TFLite / Core ML, verified, with a manifest"),
     "quantize": ("export.cli_quantize", "torchao int8 for PyTorch, or QAT of the encoder for ExecuTorch int8"),
     "bench": ("benchmarks.cli_bench", "latency and IoU drop of exported artifacts on a device (host, ssh://, adb://)"),
+    "pipeline": ("distill.cli_pipeline", "the main job: data -> teacher cache -> distill -> eval -> export -> bench -> report"),
     "report": ("benchmarks.report", "merge bench results into JSON, CSV, Markdown and PNG plots"),
     "eval": ("distill.cli_eval", "mIoU of a student against its teacher (and both against ground truth) on held-out data"),
 }
@@ -50,7 +51,7 @@ def _version() -> str:
     return __version__
 
 
-USER_ERRORS = {"ManifestError", "BackendUnavailable", "ExportError", "VerificationError", "BenchError", "DeviceError"}
+USER_ERRORS = {"ConfigError", "RunStateError", "ManifestError", "BackendUnavailable", "ExportError", "VerificationError", "BenchError", "DeviceError"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
