@@ -17,39 +17,27 @@ pytestmark = pytest.mark.slow  # ~2.5 min on a 2-core CPU, almost all of it XNNP
 pytest.importorskip("executorch")
 skdata = pytest.importorskip("skimage.data")
 
-from sam_edge import SamPredictor, create_model  # noqa: E402
+from sam_edge import SamPredictor  # noqa: E402
 from sam_edge.runtime import get_backend, load_manifest, load_predictor  # noqa: E402
 
+from tests.export_helpers import INT8_REASON, calibration_photos, held_out_photo, mask_iou, tiny  # noqa: E402
 from export.common import ExportError  # noqa: E402
 from export.executorch_export import MAX_POINTS, export_executorch  # noqa: E402
 from export.wrappers import DECODER_INPUT_NAMES, DecoderWrapper  # noqa: E402
 
-INT8_REASON = "sam_test_tiny has random weights; int8 error on meaningless activations is not representative"
-
-
-def _tiny(seed: int = 0):
-    torch.manual_seed(seed)
-    return create_model("sam_test_tiny")
-
-
-def _mask_iou(a, b):
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
-
-
 @pytest.fixture(scope="module")
 def photos():
-    return [skdata.astronaut()[::4, ::4].copy(), skdata.chelsea()[::2, ::2].copy(), skdata.coffee()[::2, ::2].copy()]
+    return calibration_photos()
 
 
 @pytest.fixture(scope="module")
 def test_photo():
-    return skdata.rocket()[::2, ::2].copy()  # 214 x 320, not used for calibration
+    return held_out_photo()
 
 
 @pytest.fixture(scope="module")
 def model():
-    return _tiny()
+    return tiny()
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +116,7 @@ def test_runtime_predictor_matches_sam_predictor(export_dir, eager_predictor, te
             m_ref, iou_ref, _ = eager_predictor.predict(multimask_output=multimask, **kw)
             m, iou, _ = pred.predict(multimask_output=multimask, **kw)
             assert m.shape == m_ref.shape and m.dtype == bool
-            assert all(_mask_iou(a, b) >= 0.99 for a, b in zip(m, m_ref))
+            assert all(mask_iou(a, b) >= 0.99 for a, b in zip(m, m_ref))
             assert np.abs(iou - iou_ref).max() < 1e-3
     # int8 runs through the same predictor
     pred8 = load_predictor(export_dir, precision="int8_static", fmt="executorch")
@@ -171,7 +159,7 @@ class _CumprodEncoder(torch.nn.Module):
 
 
 def test_unsupported_op_raises_export_error(tmp_path, test_photo):
-    bad = _tiny()
+    bad = tiny()
     bad.image_encoder = _CumprodEncoder(bad.image_encoder)
     with pytest.raises(ExportError, match=r"encoder_fp32\.pte.*operator 'aten\.cumprod.*'executorch'"):
         export_executorch(bad, tmp_path, precisions=("fp32",), verify_images=[test_photo])

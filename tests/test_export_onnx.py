@@ -13,40 +13,27 @@ import torch
 ort = pytest.importorskip("onnxruntime")
 skdata = pytest.importorskip("skimage.data")
 
-from sam_edge import SamPredictor, create_model  # noqa: E402
+from sam_edge import SamPredictor  # noqa: E402
 from sam_edge.runtime import ManifestError, load_manifest, load_predictor  # noqa: E402
 
+from tests.export_helpers import INT8_REASON, calibration_photos, held_out_photo, mask_iou, tiny  # noqa: E402
 from export.onnx_export import ExportError, _export_error, export_onnx  # noqa: E402
 from export.verify import VerificationError, verify_artifact  # noqa: E402
 from export.wrappers import DecoderWrapper, EncoderWrapper, build_point_inputs, pad_raw_with_mean  # noqa: E402
 
-INT8_REASON = "sam_test_tiny has random weights; int8 error on meaningless activations is not representative"
-
-
-def _tiny(seed: int = 0):
-    torch.manual_seed(seed)
-    return create_model("sam_test_tiny")
-
-
-def _mask_iou(a, b):
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
-
-
 @pytest.fixture(scope="module")
 def photos():
-    # real photos, made small so the suite stays fast
-    return [skdata.astronaut()[::4, ::4].copy(), skdata.chelsea()[::2, ::2].copy(), skdata.coffee()[::2, ::2].copy()]
+    return calibration_photos()
 
 
 @pytest.fixture(scope="module")
 def test_photo():
-    return skdata.rocket()[::2, ::2].copy()  # 214 x 320, not used for calibration
+    return held_out_photo()
 
 
 @pytest.fixture(scope="module")
 def model():
-    return _tiny()
+    return tiny()
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +147,7 @@ def test_int8_files_smaller(export_dir):
 
 
 def test_verification_error_names_artifact_and_metric(export_dir, test_photo):
-    other = _tiny(seed=1)  # different weights: the fp32 artifact no longer matches
+    other = tiny(seed=1)  # different weights: the fp32 artifact no longer matches
     entry = next(a for a in load_manifest(export_dir)["artifacts"] if a["file"] == "encoder_fp32.onnx")
     with pytest.raises(VerificationError, match=r"encoder_fp32\.onnx.*cosine_min=.*tolerance >= 0\.9999"):
         verify_artifact(export_dir, entry, other, [test_photo])
@@ -186,13 +173,13 @@ def test_runtime_predictor_matches_sam_predictor(export_dir, eager_predictor, te
             assert m.shape == m_ref.shape == (3 if multimask else 1, *test_photo.shape[:2]) and m.dtype == bool
             assert low.shape == low_ref.shape and iou.shape == iou_ref.shape
             for a, b in zip(m, m_ref):
-                assert _mask_iou(a, b) >= 0.99
+                assert mask_iou(a, b) >= 0.99
             assert np.abs(iou - iou_ref).max() < 1e-3
     # mask prompt round trip
     _, _, low_ref = eager_predictor.predict(**_prompts(test_photo)[0])
     m_ref, _, _ = eager_predictor.predict(mask_input=low_ref[:1], **_prompts(test_photo)[0])
     m, _, _ = pred.predict(mask_input=low_ref[:1], **_prompts(test_photo)[0])
-    assert all(_mask_iou(a, b) >= 0.99 for a, b in zip(m, m_ref))
+    assert all(mask_iou(a, b) >= 0.99 for a, b in zip(m, m_ref))
 
 
 def test_runtime_predictor_int8_runs(export_dir, test_photo):

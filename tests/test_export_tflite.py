@@ -10,24 +10,14 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 skdata = pytest.importorskip("skimage.data")
 
-from sam_edge import SamPredictor, create_model  # noqa: E402
+from sam_edge import SamPredictor  # noqa: E402
 from sam_edge.runtime import get_backend, load_manifest, load_predictor  # noqa: E402
 
+from tests.export_helpers import INT8_REASON, held_out_photo, mask_iou, tiny  # noqa: E402
 from export.common import ExportError  # noqa: E402
 from export.tflite_export import export_tflite  # noqa: E402
 
-INT8_REASON = "sam_test_tiny has random weights; int8 error on meaningless activations is not representative"
 MAX_POINTS = 6
-
-
-def _tiny(seed: int = 0):
-    torch.manual_seed(seed)
-    return create_model("sam_test_tiny")
-
-
-def _mask_iou(a, b):
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +27,12 @@ def photos():
 
 @pytest.fixture(scope="module")
 def test_photo():
-    return skdata.rocket()[::2, ::2].copy()  # 214 x 320, not used for calibration
+    return held_out_photo()
 
 
 @pytest.fixture(scope="module")
 def model():
-    return _tiny()
+    return tiny()
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +114,7 @@ def test_runtime_predictor_matches_sam_predictor(export_dir, eager_predictor, te
             assert m.shape == m_ref.shape and low.shape == low_ref.shape and m.dtype == bool
             assert np.abs(low - low_ref).max() < 1e-3
             assert np.abs(iou - iou_ref).max() < 1e-3
-            assert all(_mask_iou(a, b) >= 0.99 for a, b in zip(m, m_ref))
+            assert all(mask_iou(a, b) >= 0.99 for a, b in zip(m, m_ref))
     # too many points: a clear error naming the input and the maximum
     with pytest.raises(ValueError, match=rf"point_coords.*max_points={MAX_POINTS}"):
         pred.predict(point_coords=rng.uniform(0, 100, (MAX_POINTS, 2)), point_labels=np.ones(MAX_POINTS, int))
@@ -158,7 +148,7 @@ class _Cumprod(torch.nn.Module):
 
 
 def test_unsupported_op_names_operator_and_format(tmp_path):
-    model = _tiny()
+    model = tiny()
     model.image_encoder = _Cumprod(model.image_encoder)  # aten.cumprod has no litert-torch lowering
     with pytest.raises(ExportError, match=r"aten\.cumprod.*'tflite'"):
         export_tflite(model, tmp_path, precisions=("fp32",))
