@@ -24,7 +24,8 @@ Precisions (quantisation by ai-edge-quantizer on the fp32 ``.tflite``):
 
 Fixed number of points: litert-torch could not convert the decoder with a dynamic number of
 points, so the decoder takes exactly ``max_points`` points (default 8); the runtime pads with
-(0, 0) / label -1 and refuses more. ``max_points`` is recorded in each decoder entry (and the
+(0, 0) / label -2, which the exported graph masks out of attention (padding with SAM's -1 would
+change the result), and refuses more. ``max_points`` is recorded in each decoder entry (and the
 point inputs' shapes). A prompt needs n_points + 2 (box) or n_points + 1 (padding point) slots.
 """
 from __future__ import annotations

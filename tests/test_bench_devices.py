@@ -450,3 +450,14 @@ def test_cli_bench_over_ssh_then_report(sshd, tiny_export, tmp_path):
     assert main(["report", str(out), str(tmp_path / "ios_res.json"), "--out", str(rep)]) == 0
     md = (rep / "report.md").read_text()
     assert sshd["spec"] in md and "coreml" in md and "12.50" in md
+
+
+def test_ingest_android_app(tmp_path):
+    p = tmp_path / "android.json"
+    p.write_text(json.dumps({"app": "sam-edge-android", "device": {"model": "Pixel 8", "os": "Android 15"},
+                             "results": [{"file": "encoder_fp32.pte", "latency_ms": {"p50": 20.0, "n": 10},
+                                          "load_s": 0.2, "threads": 4}]}))
+    res = ingest(p)
+    assert res["device"] == "android:Pixel 8" and res["env"]["source"] == "android-app"
+    (rec,) = res["artifacts"]
+    assert rec["format"] == "executorch" and rec["role"] == "encoder" and rec["latency_ms"]["p50"] == 20.0

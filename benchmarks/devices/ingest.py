@@ -63,6 +63,7 @@ from typing import Any, Mapping, Optional
 from . import LATENCY_KEYS, artifact_record
 
 IOS_APP = "sam-edge-ios"
+ANDROID_APP = "sam-edge-android"  # the Android sample app writes the same schema
 XCODE_SOURCE = "xcode-performance-report"
 XCODE_CSV_REQUIRED = ("model", "prediction_median_ms")
 
@@ -100,6 +101,8 @@ def _ios_app(data: Mapping, path: Path) -> dict[str, Any]:
     if not isinstance(results, list):
         raise IngestError(f"{path}: 'results' must be a list of per-model results")
     device = _device_str(dev["model"])
+    if data.get("app") == ANDROID_APP:
+        device = "android:" + device.split(":", 1)[-1]
     records = []
     for i, r in enumerate(results):
         where = f"results[{i}]"
@@ -121,7 +124,8 @@ def _ios_app(data: Mapping, path: Path) -> dict[str, Any]:
             r.get("precision"), load_s=_num(r.get("load_s"), f"{where}.load_s", path), latency_ms=lat,
             threads=r.get("threads"), peak_rss_mb=_num(r.get("peak_rss_mb"), f"{where}.peak_rss_mb", path),
             error=str(error) if error else None, device=device, compute_units=r.get("compute_units")))
-    env = {"device": dict(dev), "source": "ios-app", "app": data.get("app"),
+    env = {"device": dict(dev), "source": "android-app" if data.get("app") == ANDROID_APP else "ios-app",
+           "app": data.get("app"),
            "app_version": data.get("app_version"), "file": str(path)}
     return {"env": env, "artifacts": records, "pipelines": [], "device": device}
 
@@ -190,7 +194,7 @@ def ingest(path) -> dict[str, Any]:
         raise IngestError(f"{path}: not valid JSON ({exc}); expected the iOS app's benchmark JSON "
                           f"(app: {IOS_APP!r}) or an Xcode performance-report summary (.csv or JSON with "
                           f"source: {XCODE_SOURCE!r})") from None
-    if isinstance(data, Mapping) and data.get("app") == IOS_APP:
+    if isinstance(data, Mapping) and data.get("app") in (IOS_APP, ANDROID_APP):
         return _ios_app(data, path)
     if isinstance(data, Mapping) and (data.get("source") == XCODE_SOURCE or "models" in data):
         models = data.get("models")
