@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("export.cli_quantize", "torchao int8 for PyTorch, or QAT of the encoder for ExecuTorch int8"),
     "bench": ("benchmarks.cli_bench", "latency and IoU drop of exported artifacts on a device (host, ssh://, adb://)"),
     "pipeline": ("distill.cli_pipeline", "the main job: data -> teacher cache -> distill -> eval -> export -> bench -> report"),
+    "serve": ("sam_edge.commands.serve", "serve the browser demo (apps/web, onnxruntime-web WASM) with an export directory at /artifacts/"),
     "app-constants": ("export.app_constants", "generate the iOS / Android sample apps' ModelConstants from an export's manifest"),
     "report": ("benchmarks.report", "merge bench results into JSON, CSV, Markdown and PNG plots"),
     "eval": ("distill.cli_eval", "mIoU of a student against its teacher (and both against ground truth) on held-out data"),
