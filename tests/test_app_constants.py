@@ -201,7 +201,8 @@ def test_committed_files_are_generated_from_committed_manifest(tmp_path):
     assert (kt["POINTS_MIN"], kt["POINTS_MAX"], kt["FIXED_POINT_SLOTS"]) == (1, 64, 0)
 
 
-@pytest.mark.skipif(not REAL_EXPORT.is_file(), reason="no out/export (the demo pipeline's export) here")
+@pytest.mark.skipif(not REAL_EXPORT.is_file(), reason="no out/export here (the export of the bundled student that the committed constants "
+                           "were generated from: README 'Export and runtime')")
 def test_committed_manifest_matches_real_export():
     committed = json.loads((APPS / "model_manifest.json").read_text())
     real = json.loads(REAL_EXPORT.read_text())
