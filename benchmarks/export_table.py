@@ -66,17 +66,15 @@ def decoder_feed(manifest: dict, embedding: np.ndarray, num_points: int) -> dict
 
 def measure(export_dir: Path, repeats: int, num_points: int, threads: int, formats=None) -> dict:
     from sam_edge.runtime import BackendUnavailable, get_backend, load_manifest
-    from sam_edge.runtime.predictor import _pad_raw_with_mean
-    from sam_edge.transforms import ResizeLongestSide, normalize_pad
+    from sam_edge.runtime.predictor import encoder_input
 
     torch.set_num_threads(threads)
     man = load_manifest(export_dir)
     model = eager_model(man)
     s = man["image_size"]
-    resized = ResizeLongestSide(s).apply_image(_sample_image())
-    x = (_pad_raw_with_mean(resized, s, man["pixel_mean"]) if man["normalize_inside"]
-         else normalize_pad(resized, s, man["pixel_mean"], man["pixel_std"]))
-    xt = torch.from_numpy(normalize_pad(resized, s, man["pixel_mean"], man["pixel_std"]))
+    image = _sample_image()
+    x, _ = encoder_input(image, s, man["pixel_mean"], man["pixel_std"], man["normalize_inside"])
+    xt = torch.from_numpy(encoder_input(image, s, man["pixel_mean"], man["pixel_std"], False)[0])
     with torch.no_grad():
         emb = model.image_encoder(xt).numpy()
         eager_enc = timed(lambda: model.image_encoder(xt), repeats, warmup=2)

@@ -84,27 +84,20 @@ def model_frame_prompt(p: dict, image_size: int, original_size: tuple[int, int])
 
 
 def encoder_inputs(manifest: dict, images: Sequence[np.ndarray]) -> np.ndarray:
-    from sam_edge.runtime.predictor import _pad_raw_with_mean
-    from sam_edge.transforms import ResizeLongestSide, normalize_pad
+    from sam_edge.runtime.predictor import encoder_input
 
-    s = manifest["image_size"]
-    out = []
-    for img in images:
-        r = ResizeLongestSide(s).apply_image(img)
-        out.append(_pad_raw_with_mean(r, s, manifest["pixel_mean"]) if manifest["normalize_inside"]
-                   else normalize_pad(r, s, manifest["pixel_mean"], manifest["pixel_std"]))
-    return np.stack(out)
+    return np.stack([encoder_input(img, manifest["image_size"], manifest["pixel_mean"], manifest["pixel_std"],
+                                   manifest["normalize_inside"])[0] for img in images])
 
 
 def upscale(low_res: np.ndarray, image_size: int, original_size: tuple[int, int]) -> np.ndarray:
-    """1 x h x w logits -> H x W bool (as the predictor's postprocess)."""
+    """1 x h x w logits -> H x W bool (the runtime predictor's postprocessing)."""
+    from sam_edge.runtime.predictor import upscale_low_res
     from sam_edge.transforms import get_preprocess_shape
 
-    h, w = get_preprocess_shape(*original_size, image_size)
-    t = torch.from_numpy(np.asarray(low_res, np.float32))[None]
-    t = F.interpolate(t, (image_size, image_size), mode="bilinear", align_corners=False)[..., :h, :w]
-    t = F.interpolate(t, tuple(original_size), mode="bilinear", align_corners=False)
-    return (t[0, 0] > 0).numpy()
+    out = upscale_low_res(np.asarray(low_res, np.float32)[None], image_size,
+                          get_preprocess_shape(*original_size, image_size), original_size)
+    return out[0, 0] > 0
 
 
 def pick(low_res: np.ndarray, iou: np.ndarray, prompt_type: str, mask_outputs: str) -> np.ndarray:
@@ -206,7 +199,7 @@ def torch_pipelines(model_spec: str, checkpoint: Optional[str], manifest: dict, 
     layers), the same model and inputs as the artifacts. Returns (pipelines, artifact records)."""
     import copy
 
-    from export.cli_export import load_model
+    from sam_edge.checkpoint import load_model_spec
     from export.wrappers import DecoderWrapper, EncoderWrapper
     from sam_edge.modeling.repvit import reparameterize_model
 
@@ -219,7 +212,7 @@ def torch_pipelines(model_spec: str, checkpoint: Optional[str], manifest: dict, 
         torch.set_num_threads(threads)
     with np.load(inputs_path) as z:
         inputs = {k: z[k] for k in z.files}
-    base = reparameterize_model(load_model(model_spec, checkpoint).eval())
+    base = reparameterize_model(load_model_spec(model_spec, checkpoint).eval())
     side = int(manifest["mask_input_size"])
     names = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
     pipes, recs = [], []

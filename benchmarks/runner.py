@@ -40,7 +40,12 @@ RUNNABLE_FORMATS = ("onnx", "executorch", "tflite", "coreml")
 
 
 def stats_ms(seconds: Sequence[float]) -> dict[str, float]:
-    ms = sorted(1e3 * s for s in seconds)
+    """{min, p50 (median), p90 (nearest rank), mean, std (population), n} in ms of run times in s."""
+    return stats_of_ms([1e3 * s for s in seconds])
+
+
+def stats_of_ms(values_ms: Sequence[float]) -> dict[str, float]:
+    ms = sorted(float(v) for v in values_ms)
     n = len(ms)
     return {"min": ms[0], "p50": statistics.median(ms), "p90": ms[min(n - 1, int(round(0.9 * (n - 1))))],
             "mean": statistics.fmean(ms), "std": statistics.pstdev(ms) if n > 1 else 0.0, "n": n}

@@ -278,7 +278,9 @@ def config_from_dict(data: dict[str, Any]) -> DistillConfig:
     return validate_config(_parse_section(DistillConfig, data, ROOT))
 
 
-def _apply_override(data: dict[str, Any], item: str) -> None:
+def _apply_override(data: dict[str, Any], item: str, root: str = ROOT) -> None:
+    """Set ``KEY=VALUE`` (value parsed as YAML) in the section mapping ``data``; ``root`` names
+    the section in errors and is accepted as a key prefix."""
     import yaml
 
     if "=" not in item:
@@ -286,7 +288,7 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
     key, text = item.split("=", 1)
     key = key.strip()
     parts = key.split(".")
-    if parts[0] == ROOT and len(parts) > 1:
+    if parts[0] == root and len(parts) > 1:
         parts = parts[1:]
     if not all(parts):
         raise ConfigError(f"--set {item!r}: bad key {key!r}")
@@ -300,9 +302,25 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         if child is None:
             child = node[p] = {}
         elif not isinstance(child, dict):
-            raise ConfigError(f"--set {item!r}: {ROOT}.{'.'.join(parts[:i + 1])} is not a section")
+            raise ConfigError(f"--set {item!r}: {root}.{'.'.join(parts[:i + 1])} is not a section")
         node = child
     node[parts[-1]] = value
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; errors name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
@@ -312,19 +330,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
     section, ``distill.`` prefix optional) and parse it strictly."""
     import copy
 
-    import yaml
-
     data: dict[str, Any] = copy.deepcopy(base) if base else {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw = read_yaml_mapping(path)
         section = raw[ROOT] if ROOT in raw else raw
         if section is None:
             section = {}
@@ -417,16 +425,11 @@ def build_student(cfg: DistillConfig, teacher: Sam) -> Sam:
 
 
 def load_model_spec(spec: str, checkpoint: str | None = None) -> Sam:
-    """A registered name (+ optional checkpoint) or the path of a ``.safetensors`` written by
-    :func:`sam_edge.save_model` (config in its metadata)."""
-    from sam_edge.checkpoint import load_model
+    """A registered name (+ optional checkpoint) or a ``.safetensors`` model file
+    (:func:`sam_edge.checkpoint.load_model_spec`)."""
+    from sam_edge.checkpoint import load_model_spec as _load
 
-    p = Path(spec)
-    if p.suffix == ".safetensors" or p.is_file():
-        if checkpoint:
-            raise ValueError(f"{spec} is a model file: give either it or a name + checkpoint, not both")
-        return load_model(p)
-    return create_model(spec, checkpoint=checkpoint)
+    return _load(spec, checkpoint)
 
 
 # =============================================================================================

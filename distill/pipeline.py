@@ -26,7 +26,6 @@ Config (YAML, every section strict: an unknown key or a wrong type is an error n
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib.util
 import json
@@ -36,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .distill import ConfigError, DistillConfig, _apply_override, _parse_section, config_from_dict
+from .distill import ConfigError, DistillConfig, _apply_override, _parse_section, config_from_dict, read_yaml_mapping
 
 
 @dataclass
@@ -116,18 +115,7 @@ class PipelineConfig:
 
 
 def load_pipeline_config(path: str | Path, overrides: Sequence[str] = (), out: Optional[str] = None) -> PipelineConfig:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    raw = copy.deepcopy(raw)
+    raw = read_yaml_mapping(path)
     known = set(SECTIONS) | {"distill"}
     unknown = [k for k in raw if k not in known]
     if unknown:
@@ -141,7 +129,7 @@ def load_pipeline_config(path: str | Path, overrides: Sequence[str] = (), out: O
         node = raw.setdefault(section, {})
         if node is None:
             node = raw[section] = {}
-        _apply_override(node, item.split(".", 1)[1])
+        _apply_override(node, item.split(".", 1)[1], root=section)
     export_raw = dict(raw.get("export") or {})
     accept = export_raw.pop("accept", None) or {}
     if not isinstance(accept, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in accept.items()):
@@ -228,7 +216,7 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
     d = cfg.distill
     student_file = Path(d.out) / "student.safetensors"
     fmts, missing = installed_formats([f for f in cfg.export.formats.split(",") if f])
-    plan = _plan(cfg, fmts, missing)
+    plan = ["data", "cache", "distill", "eval", f"export ({', '.join(fmts) or 'none'})", "quantize", "bench", "report"]
     if dry_run:
         return _dry_run(cfg, plan, fmts, missing, log)
     run.mkdir(parents=True, exist_ok=True)
@@ -384,10 +372,6 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
     return summary
 
 
-def _plan(cfg, fmts, missing) -> list[str]:
-    return ["data", "cache", "distill", "eval", f"export ({', '.join(fmts) or 'none'})", "quantize", "bench", "report"]
-
-
 def _dry_run(cfg: PipelineConfig, plan: list[str], fmts, missing, log) -> dict[str, Any]:
     """Config, paths, disk space and toolchains, without training."""
     from sam_edge.registry import get_config
@@ -435,8 +419,6 @@ def _summary(cfg: PipelineConfig, run: Path, student_file: Path, total: float) -
     bench = json.loads((run / "bench.json").read_text())
     ev = json.loads((run / "eval.json").read_text())
     size = student_file.stat().st_size / 1e6
-    import torch
-
     from sam_edge.checkpoint import load_model
 
     m = load_model(student_file)
@@ -450,5 +432,4 @@ def _summary(cfg: PipelineConfig, run: Path, student_file: Path, total: float) -
         lines.append(f"{r['format']:10s} {r['precision']:24s} {f(r['encoder_ms_p50'], '7.2f')} {f(r['decoder_ms_p50'], '7.2f')} "
                      f"{r['size_mb']:6.2f} {f(r['miou_vs_teacher'], '12.4f')} {f(r['miou_drop_vs_fp32'], '+7.4f')}")
     lines.append(f"report: {run / 'report' / 'report.md'}")
-    del torch
     return {"minutes": round(total / 60, 2), "text": "\n".join(lines)}

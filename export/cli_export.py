@@ -73,20 +73,6 @@ def _accept(items: list[str]) -> dict[str, str]:
     return out
 
 
-def load_model(spec: str, checkpoint: str | None):
-    from pathlib import Path
-
-    from sam_edge.checkpoint import load_model as load_file
-    from sam_edge.registry import create_model
-
-    p = Path(spec)
-    if p.suffix == ".safetensors":
-        if checkpoint:
-            raise ValueError(f"--model {spec} is a model file: give either it or a name + --checkpoint, not both")
-        return load_file(p)
-    return create_model(spec, checkpoint=checkpoint)
-
-
 def run(args: argparse.Namespace) -> int:
     from .api import FORMATS, USER_PRECISIONS, parse_list, precisions_for
 
@@ -97,9 +83,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--calib-images must be >= 0 and --verify-images >= 1")
     if len(formats) > 1 and not args.same_process:
         # one fresh process per format, same arguments otherwise
-        argv = _rebuild_argv(args)
         for fmt in formats:
-            sub = _with_formats(argv, fmt)
+            sub = _argv_for_format(args, fmt)
             print(f"== {fmt} ==", flush=True)
             rc = subprocess.call([sys.executable, "-m", "sam_edge.cli", *sub])
             if rc:
@@ -110,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
 
     from .api import export_format
 
-    model = load_model(args.model, args.checkpoint).eval()
+    from sam_edge.checkpoint import load_model_spec
+
+    model = load_model_spec(args.model, args.checkpoint).eval()
     calib, verify = resolve_images(args)
     for fmt in formats:
         precs, skipped = precisions_for(fmt, precisions)
@@ -124,31 +111,17 @@ def run(args: argparse.Namespace) -> int:
     return _summary(args.out)
 
 
-def _rebuild_argv(args) -> list[str]:
+def _argv_for_format(args, fmt: str) -> list[str]:
+    """This command again, for one format, exported in its own process."""
     argv = ["export", "--model", args.model, "--precision", args.precision, "--out", args.out,
             "--calib-images", str(args.calib_images), "--verify-images", str(args.verify_images),
-            "--normalize", args.normalize, "--mask-outputs", args.mask_outputs, "--formats", args.formats]
+            "--normalize", args.normalize, "--mask-outputs", args.mask_outputs, "--formats", fmt, "--same-process"]
     for flag, value in (("--checkpoint", args.checkpoint), ("--calib", args.calib), ("--verify", args.verify)):
         if value:
             argv += [flag, value]
     for item in args.accept:
         argv += ["--accept", item]
     return argv
-
-
-def _with_formats(argv: list[str], fmt: str) -> list[str]:
-    out, skip = [], False
-    for i, a in enumerate(argv):
-        if skip:
-            skip = False
-            continue
-        if a == "--formats":
-            skip = True
-            continue
-        if a.startswith("--formats="):
-            continue
-        out.append(a)
-    return out + ["--formats", fmt, "--same-process"]
 
 
 def _summary(out_dir) -> int:

@@ -37,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli_export import load_model
+    from sam_edge.checkpoint import load_model_spec
 
-    model = load_model(args.model, args.checkpoint).eval()
+    model = load_model_spec(args.model, args.checkpoint).eval()
     return _torchao(args, model) if args.torchao else _qat(args, model)
 
 

@@ -21,8 +21,8 @@ import torch
 
 from sam_edge.modeling.sam import Sam
 from sam_edge.runtime.backends import get_backend
-from sam_edge.runtime.predictor import _pad_raw_with_mean, _point_inputs
-from sam_edge.transforms import ResizeLongestSide, normalize_pad
+from sam_edge.runtime.predictor import _point_inputs, encoder_input  # noqa: F401 (encoder_input re-exported)
+from sam_edge.transforms import ResizeLongestSide
 
 TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"cosine_min": 0.9999, "mask_iou_mean": 0.99, "iou_score_max_abs": 1e-3},
@@ -43,16 +43,6 @@ def tolerance_for(precision: str) -> dict[str, float]:
 
 class VerificationError(AssertionError):
     """An artifact missed a tolerance against eager PyTorch."""
-
-
-def encoder_input(image: np.ndarray, image_size: int, pixel_mean, pixel_std, normalize_inside: bool):
-    """H x W x 3 uint8 -> (encoder input 1 x 3 x S x S float32, (h, w) resized size)."""
-    resized = ResizeLongestSide(image_size).apply_image(np.ascontiguousarray(image))
-    if normalize_inside:
-        x = _pad_raw_with_mean(resized, image_size, pixel_mean)
-    else:
-        x = normalize_pad(resized, image_size, pixel_mean, pixel_std)
-    return x, resized.shape[:2]
 
 
 @torch.no_grad()
@@ -127,11 +117,9 @@ def verify_decoder(session, model: Sam, images: Sequence[np.ndarray], mask_outpu
         emb = eager_embedding(model, img)
         for p in prompts_from_image(img, model.image_size):
             pc, pl = _point_inputs(p["coords"], p["labels"], p["box"])
-            no_mask = np.zeros((1, 1, side, side), np.float32)
-            # second pass: the first output's logits fed back as the mask prompt
-            for mask_in, has in ((no_mask, 0.0), (None, 1.0)):
-                if mask_in is None:
-                    mask_in = ref_m[:, :1].copy()
+            # first pass without a mask prompt, second with the first pass's single-mask logits
+            mask_in, has = np.zeros((1, 1, side, side), np.float32), 0.0
+            for _ in range(2):
                 feed = {"image_embeddings": emb, "point_coords": pc, "point_labels": pl,
                         "mask_input": mask_in, "has_mask_input": np.array([has], np.float32)}
                 ref = eager(*(torch.from_numpy(feed[k]) for k in
@@ -142,6 +130,7 @@ def verify_decoder(session, model: Sam, images: Sequence[np.ndarray], mask_outpu
                 ious.extend(_mask_iou(got_m[0] > 0, ref_m[0] > 0).tolist())
                 score_err.append(float(np.abs(got_s - ref_s).max()))
                 n += 1
+                mask_in, has = ref_m[:, :1].copy(), 1.0
     return {"mask_iou_mean": float(np.mean(ious)), "mask_iou_min": float(np.min(ious)),
             "iou_score_max_abs": max(score_err), "num_prompts": n, "num_images": len(images)}
 

@@ -156,6 +156,19 @@ def save_model(model: nn.Module, path: str | Path, config: object | None = None)
     return path
 
 
+def load_model_spec(spec: str | Path, checkpoint: str | Path | None = None):
+    """A registered model name (+ optional ``checkpoint``) or the path of a ``.safetensors``
+    written by :func:`save_model` (config in its metadata)."""
+    from .registry import create_model
+
+    p = Path(spec)
+    if p.suffix == ".safetensors" or p.is_file():
+        if checkpoint:
+            raise ValueError(f"{spec} is a model file: give either it or a name + checkpoint, not both")
+        return load_model(p)
+    return create_model(str(spec), checkpoint=checkpoint)
+
+
 def load_model(path: str | Path):
     """Build a :class:`Sam` from a safetensors file written by :func:`save_model` (the config
     travels in its metadata) and load its weights."""

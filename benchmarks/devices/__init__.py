@@ -16,7 +16,6 @@ Device problems (unreachable host, refused key, no runner binary, runner failure
 """
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Iterable, Optional
 
@@ -47,16 +46,10 @@ def parse_artifact_name(name: str) -> dict[str, Optional[str]]:
 def latency_stats(values_ms: Iterable[float]) -> dict[str, Any]:
     """{min, p50, p90, mean, std (population), n} of per-run latencies in ms (same definitions as
     :func:`benchmarks.runner.stats_ms`: p50 the median, p90 the nearest-rank element)."""
-    ms = sorted(float(v) for v in values_ms)
-    n = len(ms)
-    if not n:
-        return empty_latency()
-    mean = sum(ms) / n
-    mid = n // 2
-    p50 = ms[mid] if n % 2 else (ms[mid - 1] + ms[mid]) / 2
-    std = math.sqrt(sum((v - mean) ** 2 for v in ms) / n) if n > 1 else 0.0
-    return {"min": ms[0], "p50": p50, "p90": ms[min(n - 1, int(round(0.9 * (n - 1))))], "mean": mean,
-            "std": std, "n": n}
+    from ..runner import stats_of_ms
+
+    ms = list(values_ms)
+    return stats_of_ms(ms) if ms else empty_latency()
 
 
 def empty_latency() -> dict[str, Any]:

@@ -31,6 +31,30 @@ def _pad_raw_with_mean(resized: np.ndarray, image_size: int, pixel_mean) -> np.n
     return np.ascontiguousarray(out.transpose(2, 0, 1)[None])
 
 
+def encoder_input(image: np.ndarray, image_size: int, pixel_mean, pixel_std,
+                  normalize_inside: bool) -> tuple[np.ndarray, tuple[int, int]]:
+    """H x W x 3 uint8 RGB -> (the encoder's 1 x 3 x S x S float32 input, (h, w) resized size):
+    ResizeLongestSide, then raw pixels padded with the pixel mean (``normalize_inside``: the
+    graph normalises) or normalised and zero-padded."""
+    resized = ResizeLongestSide(image_size).apply_image(np.ascontiguousarray(image))
+    if normalize_inside:
+        x = _pad_raw_with_mean(resized, image_size, pixel_mean)
+    else:
+        x = normalize_pad(resized, image_size, pixel_mean, pixel_std)
+    return x, (int(resized.shape[0]), int(resized.shape[1]))
+
+
+def upscale_low_res(low_res: np.ndarray, image_size: int, input_size: tuple[int, int],
+                    original_size: tuple[int, int]) -> np.ndarray:
+    """1 x M x h x w logits -> 1 x M x H x W logits at the original size (as
+    ``Sam.postprocess_masks``): bilinear to S x S, crop the padding, bilinear to H x W."""
+    t = torch.from_numpy(np.ascontiguousarray(low_res, np.float32))
+    t = F.interpolate(t, (image_size, image_size), mode="bilinear", align_corners=False)
+    t = t[..., : input_size[0], : input_size[1]]
+    t = F.interpolate(t, tuple(original_size), mode="bilinear", align_corners=False)
+    return t.numpy()
+
+
 def _point_inputs(coords, labels, box) -> tuple[np.ndarray, np.ndarray]:
     """Prompts in the model frame -> decoder (point_coords 1 x N x 2, point_labels 1 x N) float32:
     box corners labelled 2 / 3; without a box, one (0, 0) padding point labelled -1."""
@@ -81,11 +105,9 @@ class ArtifactPredictor:
 
     def preprocess(self, image: np.ndarray) -> np.ndarray:
         """H x W x 3 uint8 RGB -> the encoder's 1 x 3 x S x S float32 input."""
-        resized = self.transform.apply_image(np.ascontiguousarray(image))
-        self.input_size = (int(resized.shape[0]), int(resized.shape[1]))
-        if self.normalize_inside:
-            return _pad_raw_with_mean(resized, self.image_size, self.pixel_mean)
-        return normalize_pad(resized, self.image_size, self.pixel_mean, self.pixel_std)
+        x, self.input_size = encoder_input(image, self.image_size, self.pixel_mean, self.pixel_std,
+                                           self.normalize_inside)
+        return x
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         if image_format not in ("RGB", "BGR"):
@@ -157,11 +179,7 @@ class ArtifactPredictor:
 
     def postprocess_masks(self, low_res: np.ndarray) -> np.ndarray:
         """1 x M x h x w logits -> 1 x M x H x W at the original size (as ``Sam.postprocess_masks``)."""
-        t = torch.from_numpy(np.ascontiguousarray(low_res))
-        t = F.interpolate(t, (self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        t = t[..., : self.input_size[0], : self.input_size[1]]
-        t = F.interpolate(t, tuple(self.original_size), mode="bilinear", align_corners=False)
-        return t.numpy()
+        return upscale_low_res(low_res, self.image_size, self.input_size, self.original_size)
 
 
 def load_predictor(export_dir: str | Path, precision: Optional[str] = None,
