@@ -1,5 +1,6 @@
 """Promptable-segmentation mIoU of a model on SA-1B-format data, with seeded simulated prompts:
-one point (best of the 3 masks), one point + N error-region corrections, and a noisy box."""
+one point (best of the 3 masks), one point + N error-region corrections, and a noisy box; and
+SAM's standard protocol (a click at the mask's centre, the exact box)."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--masks-per-image", type=int, default=8)
     parser.add_argument("--corrections", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1, help="seed of the simulated prompts")
+    parser.add_argument("--by-area", action="store_true",
+                        help="also report each mIoU per mask-area bucket (< 256, 256-1024, ... pixels)")
     parser.add_argument("--json", help="also write the result to this JSON file")
 
 
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with torch.no_grad():
         result = evaluate(model, ds, indices, args.masks_per_image, corrections=args.corrections,
-                          seed=args.seed, report=ds.report)
+                          seed=args.seed, report=ds.report, by_area=args.by_area)
     result.update(images=len(indices), seconds=round(time.perf_counter() - t0, 1),
                   model=args.model, checkpoint=args.checkpoint, data=str(args.data),
                   data_summary=ds.report.summary())

@@ -42,7 +42,7 @@ from sam_edge.utils.io import atomic_path, write_json_atomic
 from .data import SA1BDataset, SkipReport, train_val_split
 from .data.sa1b import SampleError
 from .losses import mask_iou, sam_loss
-from .prompts import error_region_points, noisy_boxes, sample_points_in_masks
+from .prompts import center_points, error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
 from .runlog import append_csv, interrupt_on_sigterm, truncate_csv
 
 log = logging.getLogger("distill.pretrain")
@@ -405,6 +405,11 @@ class Trainer:
         return summary
 
 
+#: Mask-area buckets of ``evaluate(by_area=True)``, in pixels: at 256 px a token of the 16 x 16
+#: image embedding covers 256 pixels, so these are < 1, 1-4, 4-16, 16-64 and > 64 tokens.
+AREA_BUCKETS = ((0, 256), (256, 1024), (1024, 4096), (4096, 16384), (16384, 2**31))
+
+
 @torch.no_grad()
 def evaluate(
     model: Sam,
@@ -414,15 +419,22 @@ def evaluate(
     corrections: int = 8,
     seed: int = 1,
     report: SkipReport | None = None,
-) -> dict[str, float]:
+    by_area: bool = False,
+) -> dict[str, Any]:
     """Validation mIoU in the model's input frame, with fixed (seeded) prompts:
-    ``point1`` one point, best of the 3 masks against ground truth; ``point1_corr`` after
-    ``corrections`` error-region clicks (single mask); ``box`` a noisy box (single mask)."""
+    ``point1`` one point drawn uniformly inside the mask, best of the 3 masks against ground
+    truth; ``point1_corr`` after ``corrections`` error-region clicks (single mask); ``box`` a
+    noisy box (SAM's training jitter; single mask). Also the standard protocol of SAM's paper /
+    RITM, which is easier: ``point1_center`` one click at the point farthest from the mask
+    boundary (best of 3) and ``box_exact`` the tight ground-truth box (single mask).
+    ``by_area`` adds ``by_area``: the same mIoUs per mask-area bucket (pixels in the input frame,
+    :data:`AREA_BUCKETS`), with the mask count of each."""
     was_training = model.training
     model.eval()
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    ious = {"point1": [], "point1_corr": [], "box": []}
+    ious = {"point1": [], "point1_corr": [], "box": [], "point1_center": [], "box_exact": []}
+    areas: list[torch.Tensor] = []
     for i in indices:
         try:
             item = dataset[i]
@@ -443,7 +455,22 @@ def evaluate(
         ious["point1_corr"].append(corr[-1].cpu())
         _, _, full = decode(model, emb, None, noisy_boxes(gt.cpu(), g).to(device), None, False)
         ious["box"].append(mask_iou(full[:, 0] > 0, gt).cpu())
+        areas.append(gt.flatten(1).sum(1).cpu())
+        coords, labels = center_points(gt)
+        _, _, full = decode(model, emb, (coords.to(device), labels.to(device)), None, None, True)
+        ious["point1_center"].append(mask_iou(full > 0, gt[:, None]).max(1).values.cpu())
+        _, _, full = decode(model, emb, None, masks_to_boxes(gt).to(device), None, False)
+        ious["box_exact"].append(mask_iou(full[:, 0] > 0, gt).cpu())
     model.train(was_training)
     out = {k: float(torch.cat(v).mean()) if v else float("nan") for k, v in ious.items()}
     out["masks"] = int(sum(len(v) for v in ious["box"]))
+    if by_area:
+        area = torch.cat(areas) if areas else torch.zeros(0)
+        out["by_area"] = {}
+        for lo, hi in AREA_BUCKETS:
+            sel = (area >= lo) & (area < hi)
+            if sel.any():
+                row: dict[str, Any] = {k: float(torch.cat(v)[sel].mean()) for k, v in ious.items()}
+                row["masks"] = int(sel.sum())
+                out["by_area"][f"{lo}-{hi if hi < 2**31 else 'inf'}"] = row
     return out

@@ -5,6 +5,7 @@ and take an explicit ``torch.Generator`` so runs are reproducible and resumable.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -30,6 +31,24 @@ def sample_points_in_masks(masks: torch.Tensor, g: torch.Generator) -> tuple[tor
     """A point drawn uniformly inside each ground-truth mask: B x 1 x 2 coords, B x 1 labels (1)."""
     coords, _ = _sample_from(masks, g)
     return coords[:, None], torch.ones(masks.shape[0], 1, dtype=torch.int64)
+
+
+def center_points(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standard interactive-segmentation first click (RITM / SAM's point evaluation): the
+    pixel of each mask farthest from its boundary (maximum of the Euclidean distance transform;
+    the image border counts as boundary; on a ridge of equal distances, the ridge pixel nearest
+    the ridge's mean, first in raster order).
+    Deterministic. B x 1 x 2 coords (x, y), B x 1 labels (1). An empty mask gives the image centre."""
+    from scipy.ndimage import distance_transform_edt
+
+    out = []
+    for m in masks.cpu().numpy().astype(bool):
+        d = distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
+        ys, xs = np.nonzero(d == d.max())  # often a ridge of equal distances: take its middle
+        i = int(((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2).argmin())
+        out.append((xs[i], ys[i]))
+    coords = torch.tensor(out, dtype=torch.float32).reshape(-1, 1, 2)
+    return coords, torch.ones(masks.shape[0], 1, dtype=torch.int64)
 
 
 def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 
 from distill.losses import dice_loss, mask_iou, sam_loss, sigmoid_focal_loss
 from distill.pretrain import PretrainConfig, Trainer
-from distill.prompts import error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
+from distill.prompts import center_points, error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
 from distill.synth import generate_dataset
 from sam_edge.cli import main
 
@@ -62,6 +62,22 @@ def test_prompt_simulation():
         assert lab[1, 0] == 0 and pred[1, y1, x1] and not gt[1, y1, x1]
         x2, y2 = c[2, 0].long().tolist()
         assert lab[2, 0] == 1 and gt[2, y2, x2]
+
+
+def test_center_points_are_farthest_from_the_boundary():
+    gt = torch.zeros(3, 40, 40, dtype=torch.bool)
+    gt[0, 10:21, 5:36] = True  # 11 x 31 bar: centre row 15, centre column 20
+    yy, xx = torch.meshgrid(torch.arange(40), torch.arange(40), indexing="ij")
+    ring = ((yy - 20) ** 2 + (xx - 20) ** 2 <= 15**2) & ((yy - 20) ** 2 + (xx - 20) ** 2 >= 7**2)
+    gt[1] = ring  # the centre of a ring is not in it: the click must land on the ring
+    gt[2, 0:40, 0:6] = True  # touching the image border, which counts as boundary
+    coords, labels = center_points(gt)
+    assert coords.shape == (3, 1, 2) and labels.tolist() == [[1], [1], [1]]
+    (x0, y0), (x1, y1), (x2, y2) = coords[:, 0].long().tolist()
+    assert (x0, y0) == (20, 15)
+    assert gt[1, y1, x1] and 9 <= ((x1 - 20) ** 2 + (y1 - 20) ** 2) ** 0.5 <= 13
+    assert x2 in (2, 3) and gt[2, y2, x2]
+    assert torch.equal(center_points(gt)[0], coords)  # deterministic
 
 
 def test_losses():
@@ -180,8 +196,12 @@ def test_pretrain_cli_and_resume(synth_dir, tmp_path, capsys):
 def test_evaluate_cli(synth_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--model", "sam_test_tiny", "--data", str(synth_dir), "--images", "2",
-                 "--masks-per-image", "2", "--corrections", "1", "--json", str(out)]) == 0
+                 "--masks-per-image", "2", "--corrections", "1", "--by-area", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["images"] == 2 and result["masks"] == 4
-    for key in ("point1", "point1_corr", "box"):
+    for key in ("point1", "point1_corr", "box", "point1_center", "box_exact"):
         assert 0.0 <= result[key] <= 1.0
+    buckets = result["by_area"]
+    assert sum(b["masks"] for b in buckets.values()) == 4
+    # the buckets split the same masks: their weighted mean is the overall mean
+    assert abs(sum(b["box"] * b["masks"] for b in buckets.values()) / 4 - result["box"]) < 1e-5
