@@ -407,7 +407,20 @@ class Trainer:
 
 #: Mask-area buckets of ``evaluate(by_area=True)``, in pixels: at 256 px a token of the 16 x 16
 #: image embedding covers 256 pixels, so these are < 1, 1-4, 4-16, 16-64 and > 64 tokens.
-AREA_BUCKETS = ((0, 256), (256, 1024), (1024, 4096), (4096, 16384), (16384, 2**31))
+AREA_BUCKETS = ((0, 256), (256, 1024), (1024, 4096), (4096, 16384), (16384, math.inf))
+
+
+def _point_iou(model: Sam, emb: torch.Tensor, gt: torch.Tensor, points) -> torch.Tensor:
+    """IoU with ``gt`` of the best of the 3 outputs for one click per mask (oracle choice)."""
+    coords, labels = points
+    _, _, full = decode(model, emb, (coords.to(emb.device), labels.to(emb.device)), None, None, True)
+    return mask_iou(full > 0, gt[:, None]).max(1).values.cpu()
+
+
+def _box_iou(model: Sam, emb: torch.Tensor, gt: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """IoU with ``gt`` of the single-mask output for one box per mask."""
+    _, _, full = decode(model, emb, None, boxes.to(emb.device), None, False)
+    return mask_iou(full[:, 0] > 0, gt).cpu()
 
 
 @torch.no_grad()
@@ -446,23 +459,17 @@ def evaluate(
         emb = encode(model, batch["images"].to(device), batch["input_sizes"])
         gt = batch["masks"].to(device)
         emb = emb.expand(gt.shape[0], -1, -1, -1)
-        # one point: best of the 3 outputs (oracle choice against ground truth)
-        coords, labels = sample_points_in_masks(gt.cpu(), g)
-        _, _, full = decode(model, emb, (coords.to(device), labels.to(device)), None, None, True)
-        ious["point1"].append(mask_iou(full > 0, gt[:, None]).max(1).values.cpu())
+        ious["point1"].append(_point_iou(model, emb, gt, sample_points_in_masks(gt.cpu(), g)))
         _, _, corr = interactive_rollout(model, emb, gt, g, first="point", corrections=corrections,
                                          extra_iters=0, full_res=True)
         ious["point1_corr"].append(corr[-1].cpu())
-        _, _, full = decode(model, emb, None, noisy_boxes(gt.cpu(), g).to(device), None, False)
-        ious["box"].append(mask_iou(full[:, 0] > 0, gt).cpu())
+        ious["box"].append(_box_iou(model, emb, gt, noisy_boxes(gt.cpu(), g)))
+        ious["point1_center"].append(_point_iou(model, emb, gt, center_points(gt)))
+        ious["box_exact"].append(_box_iou(model, emb, gt, masks_to_boxes(gt)))
         areas.append(gt.flatten(1).sum(1).cpu())
-        coords, labels = center_points(gt)
-        _, _, full = decode(model, emb, (coords.to(device), labels.to(device)), None, None, True)
-        ious["point1_center"].append(mask_iou(full > 0, gt[:, None]).max(1).values.cpu())
-        _, _, full = decode(model, emb, None, masks_to_boxes(gt).to(device), None, False)
-        ious["box_exact"].append(mask_iou(full[:, 0] > 0, gt).cpu())
     model.train(was_training)
-    out = {k: float(torch.cat(v).mean()) if v else float("nan") for k, v in ious.items()}
+    per_mask = {k: torch.cat(v) for k, v in ious.items() if v}
+    out: dict[str, Any] = {k: float(per_mask[k].mean()) if k in per_mask else float("nan") for k in ious}
     out["masks"] = int(sum(len(v) for v in ious["box"]))
     if by_area:
         area = torch.cat(areas) if areas else torch.zeros(0)
@@ -470,7 +477,6 @@ def evaluate(
         for lo, hi in AREA_BUCKETS:
             sel = (area >= lo) & (area < hi)
             if sel.any():
-                row: dict[str, Any] = {k: float(torch.cat(v)[sel].mean()) for k, v in ious.items()}
-                row["masks"] = int(sel.sum())
-                out["by_area"][f"{lo}-{hi if hi < 2**31 else 'inf'}"] = row
+                row = {k: float(v[sel].mean()) for k, v in per_mask.items()}
+                out["by_area"][f"{lo}-{hi}"] = {**row, "masks": int(sel.sum())}
     return out
