@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from sam_edge.utils.io import write_json_atomic
 
     from .data import SA1BDataset
-    from .ddp import resolve_device
+    from training.ddp import resolve_device
     from .distill import evaluate_student, format_eval_table, load_model_spec
 
     if args.images is not None and args.images < 1:

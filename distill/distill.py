@@ -24,7 +24,7 @@ atomic checkpoint ``RUN/<stage>/checkpoints/last.pt`` (student, optimizer, sched
 scaler, per-rank RNG state captured at the step boundary, step = data position) every
 ``ckpt_every`` steps. Data order and per-sample choices are pure functions of (seed, stage, step,
 sample), so ``--resume`` continues bit-exactly. Multi-process training under ``torchrun`` is
-handled by :mod:`distill.ddp`.
+handled by :mod:`training.ddp` (the loop is :mod:`training.engine`).
 
 Outputs: ``RUN/config.json``, ``RUN/stage{1,2}/{metrics.csv, val.csv, checkpoints/last.pt,
 student.safetensors, summary.json}``, ``RUN/student.safetensors`` (full SAM with the student
@@ -33,7 +33,6 @@ and ``RUN/summary.json``.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -42,11 +41,10 @@ import re
 import time
 import types
 import typing
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -56,15 +54,18 @@ from torch import nn
 from sam_edge.checkpoint import check_state_dict, read_state_dict, save_model
 from sam_edge.modeling.sam import Sam
 from sam_edge.registry import ModelConfig, build_sam, bundled_weights_path, create_model, get_config, list_models
-from sam_edge.utils.io import atomic_path, write_json_atomic
+from sam_edge.utils.io import write_json_atomic
 
-from . import ddp
+from training import ddp
+from training.engine import Engine, RunStateError, amp_dtype, autocast, freeze_unused, mix_seed
+
+from .batches import (FolderItems, SA1BItems, collate, dummy_batch, id_seed, image_rel_id, load_sa1b_sample,
+                      pad_image)
 from .data import ImageFolderDataset, SA1BDataset, SampleError, SkipReport, read_rgb, train_val_split
-from .data.sa1b import IMAGE_SIZE_MISMATCH, resize_image
+from .data.sa1b import resize_image
 from .losses import DICE_WEIGHT, FOCAL_WEIGHT, dice_loss, mask_iou, sigmoid_focal_loss
-from .pretrain import decode, encode, lr_lambda_factory
+from .pretrain import decode, encode
 from .prompts import error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
-from .runlog import append_csv, interrupt_on_sigterm, truncate_csv
 
 log = logging.getLogger("distill.distill")
 
@@ -89,11 +90,6 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A distillation config that cannot be used; the message starts with the key path."""
-
-
-class RunStateError(ValueError):
-    """The run folder holds state that the requested action would clobber (e.g. an unfinished
-    checkpoint without ``--resume``)."""
 
 
 # =============================================================================================
@@ -433,40 +429,23 @@ def load_model_spec(spec: str, checkpoint: str | None = None) -> Sam:
 
 
 # =============================================================================================
-# Small helpers
+# Shared pieces (the engine's and the batch views'), under the names this module always used
 # =============================================================================================
-def _mix(*values: int) -> int:
-    """A 63-bit seed from integers (stable across runs and platforms)."""
-    s = np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values] + [len(values)])
-    a, b = s.generate_state(2, np.uint32)
-    return ((int(a) << 32) | int(b)) & (2**63 - 1)
+_mix = mix_seed
+_id_seed = id_seed
+_amp_dtype = amp_dtype
+_autocast = autocast
+_pad_image = pad_image
+_image_rel_id = image_rel_id
+_load_sa1b_sample = load_sa1b_sample
+_FolderItems = FolderItems
+_SA1BItems = SA1BItems
+_collate = collate
+_freeze_unused = freeze_unused
 
 
 def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
-
-
-def _id_seed(sample_id: str) -> int:
-    return zlib.crc32(str(sample_id).encode("utf-8"))
-
-
-def _amp_dtype(device: torch.device, amp: str) -> Optional[torch.dtype]:
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    return torch.float16 if amp == "fp16" else torch.bfloat16
-
-
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _pad_image(image: np.ndarray, size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Resized H x W x 3 uint8 -> 3 x S x S uint8 (zero-padded bottom-right), (h, w)."""
-    img = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
-    h, w = img.shape[-2:]
-    return F.pad(img, (0, size - w, 0, size - h)), (int(h), int(w))
 
 
 def _preprocess(model: Sam, images_u8: torch.Tensor, input_sizes: torch.Tensor) -> torch.Tensor:
@@ -474,101 +453,6 @@ def _preprocess(model: Sam, images_u8: torch.Tensor, input_sizes: torch.Tensor) 
     its input size, normalise and re-pad with :meth:`Sam.preprocess`."""
     return torch.cat([model.preprocess(img[None, :, :h, :w].float())
                       for img, (h, w) in zip(images_u8, input_sizes.tolist())])
-
-
-def _image_rel_id(path: Path, root: Path) -> str:
-    return path.relative_to(root).as_posix()
-
-
-def _load_sa1b_sample(ds: SA1BDataset, idx: int, size: int, k: int, g: torch.Generator) -> dict[str, Any]:
-    """Image ``idx`` resized to longest side ``size`` and padded, and up to ``k`` of its masks
-    (chosen with ``g``; only those are decoded). Raises :class:`SampleError`."""
-    anns = ds.annotations(idx)
-    if len(anns) > k:
-        pick = torch.randperm(len(anns), generator=g)[:k].sort().values.tolist()
-        anns = [anns[i] for i in pick]
-    path = ds.path(idx)
-    try:
-        image = resize_image(ds.load_image(idx), size)
-        masks = ds.masks_for(idx, anns)
-    except SampleError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the sample's failure, named
-        raise SampleError(path, "load error", repr(exc)) from exc
-    if masks.shape[1:] != image.shape[:2]:
-        raise SampleError(path, IMAGE_SIZE_MISMATCH, f"masks {masks.shape[1:]} vs image {image.shape[:2]}")
-    img, (h, w) = _pad_image(image, size)
-    m = torch.from_numpy(np.ascontiguousarray(masks))
-    m = F.pad(m, (0, size - w, 0, size - h))
-    return {"id": _image_rel_id(path, ds.root), "image": img, "input_size": (h, w), "masks": m}
-
-
-# =============================================================================================
-# Data pipeline: step -> sample list -> rank slice -> micro-batches
-# =============================================================================================
-class _FolderItems:
-    """DataLoader view of an image folder: key ``(step, index)`` -> padded image."""
-
-    def __init__(self, ds: ImageFolderDataset, size: int) -> None:
-        self.ds, self.size = ds, size
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        _, idx = key
-        try:
-            item = self.ds[idx]
-        except SampleError as exc:
-            return {"skip": (exc.path, exc.reason, exc.detail)}
-        img, hw = _pad_image(item["image"], self.size)
-        return {"id": item["image_id"], "image": img, "input_size": hw}
-
-
-class _SA1BItems:
-    """DataLoader view of an SA-1B folder: key ``(step, index)`` -> padded image + ``k`` masks
-    chosen by a generator seeded from (seed, step, index): stateless, so workers, ranks and
-    resumed runs all draw the same masks."""
-
-    def __init__(self, ds: SA1BDataset, size: int, k: int, seed: int) -> None:
-        self.ds, self.size, self.k, self.seed = ds, size, k, seed
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
-        step, idx = key
-        g = torch.Generator().manual_seed(_mix(self.seed, 2, step, idx))
-        try:
-            return _load_sa1b_sample(self.ds, idx, self.size, self.k, g)
-        except SampleError as exc:
-            return {"skip": (exc.path, exc.reason, exc.detail)}
-
-
-def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    good = [it for it in items if "skip" not in it]
-    out: dict[str, Any] = {"skips": [it["skip"] for it in items if "skip" in it], "n": len(good),
-                           "ids": [it["id"] for it in good]}
-    if good:
-        out["images"] = torch.stack([it["image"] for it in good])
-        out["input_sizes"] = torch.tensor([it["input_size"] for it in good])
-        if "masks" in good[0]:
-            out["masks"] = torch.cat([it["masks"] for it in good])
-            out["img_idx"] = torch.cat([torch.full((it["masks"].shape[0],), i) for i, it in enumerate(good)])
-    return out
-
-
-class _StepSampler:
-    """Batch sampler: for each step from ``start``, this rank's slice of the step's global sample
-    list, cut into ``accum`` micro-batches of ``(step, index)`` keys (possibly empty)."""
-
-    def __init__(self, plan: Callable[[int], list[int]], start: int, total: int, rank: int, world: int,
-                 accum: int) -> None:
-        self.plan, self.start, self.total = plan, start, total
-        self.rank, self.world, self.accum = rank, world, accum
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for step in range(self.start, self.total):
-            mine = ddp.shard(self.plan(step), self.rank, self.world)
-            for j in range(self.accum):
-                yield [(step, i) for i in ddp.shard(mine, j, self.accum)]
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start) * self.accum
 
 
 # =============================================================================================
@@ -758,14 +642,12 @@ class _PromptLoop(nn.Module):
         dev = x.device
         side = 4 * s_e.shape[-1]
         scale = gt.shape[-1] / side
-        gt_cpu = gt.cpu()
         if first == "point":
-            coords, labels = sample_points_in_masks(gt_cpu, g)
+            coords, labels = sample_points_in_masks(gt, g)
             box = None
         else:
-            coords, labels = torch.zeros(p, 0, 2), torch.zeros(p, 0, dtype=torch.int64)
-            box = noisy_boxes(gt_cpu, g).to(dev)
-        coords, labels = coords.to(dev), labels.to(dev)
+            coords, labels = torch.zeros(p, 0, 2, device=dev), torch.zeros(p, 0, dtype=torch.int64, device=dev)
+            box = noisy_boxes(gt, g)
         rows = torch.arange(p, device=dev)
         s_mask_in = t_mask_in = None
         call_losses, stats = [], defaultdict(list)
@@ -797,10 +679,10 @@ class _PromptLoop(nn.Module):
                 break
             s_mask_in = s_low[rows, pick][:, None].detach().float()
             t_mask_in = t_low[rows, pick][:, None].float()
-            new_c, new_l = error_region_points(s_bin.cpu(), t_bin.cpu(), g)
+            new_c, new_l = error_region_points(s_bin, t_bin, g)
             new_c = (new_c + 0.5) * scale - 0.5  # low-res cell centre in the input frame
-            coords = torch.cat([coords, new_c.to(dev)], 1)
-            labels = torch.cat([labels, new_l.to(dev)], 1)
+            coords = torch.cat([coords, new_c], 1)
+            labels = torch.cat([labels, new_l], 1)
         loss = torch.stack(call_losses).mean() + cfg.embed_loss_weight * emb_mse
         out = {"mask_loss": torch.stack(stats["mask_loss"]).mean(), "iou_mse": torch.stack(stats["iou_mse"]).mean(),
                "emb_mse": emb_mse.detach(), "iou_first": stats["iou_vs_teacher"][0],
@@ -809,68 +691,33 @@ class _PromptLoop(nn.Module):
 
 
 # =============================================================================================
-# Stage runner (shared loop: schedule, accumulation, logging, validation, checkpoints)
+# Stage runner: a distillation stage is a task on the training engine
 # =============================================================================================
-def _freeze_unused(encoder: nn.Module, size: int, device: torch.device) -> list[str]:
-    """Freeze encoder parameters that never receive a gradient (e.g. TinyViT's classification
-    head, kept for checkpoint compatibility): DDP without ``find_unused_parameters`` refuses
-    them, and the optimizer would never move them anyway. Probed with one forward/backward in
-    eval mode (no BatchNorm statistics touched) under a forked RNG (no training draws used)."""
-    was = encoder.training
-    encoder.eval()
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        out = encoder(torch.zeros(1, 3, size, size, device=device))
-        out.float().sum().backward()
-    unused = [n for n, p in encoder.named_parameters() if p.requires_grad and p.grad is None]
-    for n, p in encoder.named_parameters():
-        p.grad = None
-        if n in unused:
-            p.requires_grad_(False)
-    encoder.train(was)
-    if unused:
-        log.info("image-encoder parameters outside the forward pass, kept frozen: %s", ", ".join(unused))
-    return unused
+class _Stage(Engine):
+    """What both stages share on top of :class:`training.engine.Engine`: the run folder
+    ``RUN/<stage>/``, skipping a finished stage, the validation against the teacher, the
+    train/validation split and the outputs."""
 
-
-class _Stage:
     name = "stage"
     number = 0
-    #: config keys that may change between a run and its resume without a warning
-    benign_keys = ("ckpt_every", "log_every", "val_every", "workers", "device", "val_images")
 
     def __init__(self, d: "Distiller", scfg: Any) -> None:
-        self.d, self.cfg, self.env = d, scfg, d.env
-        self.out = d.out / self.name
-        self.ckpt_path = self.out / "checkpoints" / "last.pt"
+        super().__init__(out=d.out / self.name, cfg=scfg, model=d.student, env=d.env, seed=d.cfg.seed,
+                         amp=d.cfg.amp, workers=d.cfg.workers, run_config=dataclasses.asdict(d.cfg))
+        self.d = d
         self.final_path = self.out / "student.safetensors"
         self.summary_path = self.out / "summary.json"
         self.report = SkipReport()
-        self.step = 0
-        self.train_seconds = 0.0
-        self._boundary_rng: Optional[dict[str, torch.Tensor]] = None
-        self._order_cache: tuple[int, list[int]] = (-1, [])
-        self.tb = None
+        self.collate = collate
         self.validator: Optional[_Validator] = None
 
-    # -- subclass hooks ------------------------------------------------------------------------
-    def planned_steps(self) -> int:
-        raise NotImplementedError
+    # -- engine hooks --------------------------------------------------------------------------
+    def config_scope(self, key: str) -> bool:
+        return key.startswith(self.name + ".") or "." not in key
 
-    def prepare_data(self) -> None:
-        """Sets ``self.items``, ``self.train_idx``, ``self.val_root``, ``self.val_ids``."""
-        raise NotImplementedError
+    def tb_prefix(self) -> str:
+        return f"{self.name}/"
 
-    def trainable(self) -> nn.Module:
-        raise NotImplementedError
-
-    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        raise NotImplementedError
-
-    def val_kinds(self) -> tuple[str, ...]:
-        raise NotImplementedError
-
-    # -- state ---------------------------------------------------------------------------------
     def finished(self) -> bool:
         if not (self.summary_path.is_file() and self.final_path.is_file()):
             return False
@@ -879,196 +726,7 @@ class _Stage:
         except ValueError:
             return False
 
-    def _rng_now(self) -> dict[str, torch.Tensor]:
-        st = {"prompt": self.gen.get_state(), "torch": torch.get_rng_state()}
-        if self.d.device.type == "cuda":
-            st["cuda"] = torch.cuda.get_rng_state(self.d.device)
-        return st
-
-    def state_dict(self, rngs: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-        return {
-            "stage": self.name,
-            "model": {k: v.detach().cpu() for k, v in self.d.student.state_dict().items()},
-            "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "total_steps": self.total_steps,
-            "train_seconds": self.train_seconds,
-            "rng": rngs,
-            "world_size": self.env.world_size,
-            "config": dataclasses.asdict(self.d.cfg),
-            "model_config": self.d.student.config.to_dict(),
-        }
-
-    def save_checkpoint(self) -> None:
-        rngs = ddp.gather_objects(self._boundary_rng or self._rng_now(), self.env)
-        if self.env.is_main:
-            with atomic_path(self.ckpt_path) as tmp:
-                torch.save(self.state_dict(rngs), tmp)
-            log.info("%s: checkpoint at step %d -> %s", self.name, self.step, self.ckpt_path)
-        ddp.barrier(self.env)
-
-    def load_checkpoint(self) -> None:
-        state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("stage") != self.name:
-            raise RunStateError(f"{self.ckpt_path}: holds {state.get('stage')!r}, not {self.name}")
-        if _jsonable(state.get("model_config")) != _jsonable(self.d.student.config.to_dict()):
-            raise RunStateError(f"{self.ckpt_path}: was written for student {state['model_config'].get('name')!r}, "
-                                f"the config asks for {self.d.student.config.name!r}; use another out folder")
-        self._warn_config_changes(state.get("config") or {})
-        self.d.student.load_state_dict(state["model"], strict=True)
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.train_seconds = float(state.get("train_seconds", 0.0))
-        rngs = state["rng"]
-        if len(rngs) != self.env.world_size:
-            log.warning("%s: checkpoint written by %d process(es), resuming with %d: data order and schedule are "
-                        "kept, random draws are not bit-identical", self.name, len(rngs), self.env.world_size)
-        rng = rngs[self.env.rank % len(rngs)]
-        self.gen.set_state(rng["prompt"])
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.d.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.d.device)
-        if self.env.is_main:
-            log.info("%s: resumed from %s at step %d of %d", self.name, self.ckpt_path, self.step, self.total_steps)
-
-    def _warn_config_changes(self, old: dict[str, Any]) -> None:
-        new = dataclasses.asdict(self.d.cfg)
-
-        def flat(d: dict[str, Any], pre: str = "") -> dict[str, Any]:
-            out = {}
-            for k, v in d.items():
-                out.update(flat(v, f"{pre}{k}.") if isinstance(v, dict) else {f"{pre}{k}": v})
-            return out
-
-        fo, fn = flat(old), flat(new)
-        changed = [k for k in sorted(set(fo) | set(fn)) if fo.get(k) != fn.get(k)
-                   and k.rsplit(".", 1)[-1] not in self.benign_keys
-                   and (k.startswith(self.name + ".") or "." not in k)]
-        if changed and self.env.is_main:
-            log.warning("%s: resuming with a changed config: %s", self.name,
-                        ", ".join(f"{ROOT}.{k}: {fo.get(k)!r} -> {fn.get(k)!r}" for k in changed))
-
-    # -- data order ----------------------------------------------------------------------------
-    def epoch_order(self, epoch: int) -> list[int]:
-        if self._order_cache[0] != epoch:
-            g = torch.Generator().manual_seed(_mix(self.d.cfg.seed, self.number, 1, epoch))
-            perm = torch.randperm(len(self.train_idx), generator=g).tolist()
-            self._order_cache = (epoch, [self.train_idx[i] for i in perm])
-        return self._order_cache[1]
-
-    def plan(self, step: int) -> list[int]:
-        """The global sample list (dataset indices) of optimizer step ``step``."""
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        b = self.cfg.batch_size
-        return self.epoch_order(epoch)[pos * b:(pos + 1) * b]
-
-    def _loader(self, start: int):
-        from torch.utils.data import DataLoader
-
-        sampler = _StepSampler(self.plan, start, self.total_steps, self.env.rank, self.env.world_size,
-                               self.cfg.grad_accum)
-        kw: dict[str, Any] = {}
-        if self.d.cfg.workers > 0:
-            kw.update(prefetch_factor=2, persistent_workers=False)
-        # an explicit generator: the iterator's base seed must not come from the global RNG,
-        # which belongs to the (checkpointed) training state
-        return DataLoader(self.items, batch_sampler=sampler, collate_fn=_collate, num_workers=self.d.cfg.workers,
-                          pin_memory=self.d.device.type == "cuda", generator=torch.Generator().manual_seed(0), **kw)
-
-    def _dummy_batch(self) -> dict[str, Any]:
-        """A zero-weight stand-in when a rank's micro-batch lost all its samples: every rank must
-        still run forward/backward for DDP's collectives."""
-        s = self.d.image_size
-        return {"n": 0, "ids": [None], "skips": [], "images": torch.zeros(1, 3, s, s, dtype=torch.uint8),
-                "input_sizes": torch.tensor([[s, s]]), "masks": torch.zeros(1, s, s, dtype=torch.bool),
-                "img_idx": torch.zeros(1, dtype=torch.long)}
-
-    # -- one optimizer step --------------------------------------------------------------------
-    def train_step(self, batches: Iterator[dict[str, Any]]) -> dict[str, float]:
-        self.module.train()
-        if getattr(self.cfg, "freeze_bn", False):
-            for m in self.module.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        self.opt.zero_grad(set_to_none=True)
-        planned = max(1, len(self.plan(self.step)))
-        world = self.env.world_size
-        sums: dict[str, float] = defaultdict(float)
-        n_imgs = 0
-        for j in range(self.cfg.grad_accum):
-            batch = next(batches)
-            for path, reason, detail in batch["skips"]:
-                self.report.skip(path, reason, detail)
-            n = batch["n"]
-            if n == 0:
-                if not self.env.distributed:
-                    continue
-                batch = self._dummy_batch()
-            weight = n * world / planned
-            last = j == self.cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if (last or not self.env.distributed) else self.module.no_sync()
-            with sync:
-                loss, parts = self.compute_loss(batch)
-                self.scaler.scale(loss * weight).backward()
-            for k, v in parts.items():  # every rank logs the same keys (a dummy batch adds 0)
-                sums[k] += v * n
-            n_imgs += n
-        self.scaler.unscale_(self.opt)
-        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        gnorm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-        self.scaler.step(self.opt)
-        self.scaler.update()
-        self.sched.step()
-        self.step += 1
-        metrics = {k: v / max(1, n_imgs) for k, v in sums.items()}
-        metrics["grad_norm"] = float(gnorm)
-        metrics["images"] = float(n_imgs)
-        return metrics
-
-    # -- logs ----------------------------------------------------------------------------------
-    def _csv(self, name: str, row: dict[str, Any]) -> None:
-        if self.env.is_main:
-            append_csv(self.out / name, row, self.tb, f"{self.name}/")
-
-    def _truncate_logs(self) -> None:
-        """Drop log rows past the current step (a resumed or restarted run rewrites them)."""
-        for name in ("metrics.csv", "val.csv"):
-            truncate_csv(self.out / name, self.step)
-
-    def validate(self) -> dict[str, float]:
-        if self.validator is None:
-            recs = _load_records(self.val_root, self.val_ids[: self.d.cfg.val_images], self.d.image_size,
-                                 self.d.cfg.val_masks_per_image, self.d.cfg.seed, self.report)
-            same_root = Path(self.val_root).resolve() == Path(self.d.cfg.data).resolve()
-            self.validator = _Validator(self.d, recs, self.val_kinds(), use_cache=same_root)
-        return self.validator(self.d.student)
-
-    # -- the loop ------------------------------------------------------------------------------
-    def setup_training(self) -> None:
-        student = self.d.student
-        trainable = self.trainable()
-        self.params = [p for p in student.parameters() if p.requires_grad]
-        decay, no_decay = [], []
-        for n, p in student.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "pos_embed" in n or "rel_pos" in n else decay).append(p)
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.cfg.lr, betas=(0.9, 0.999))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lr_lambda_factory(self.cfg.warmup_steps, self.total_steps, self.cfg.min_lr_ratio))
-        self.scaler = torch.amp.GradScaler(self.d.device.type, enabled=self.d.amp_dtype == torch.float16)
-        self.gen = torch.Generator().manual_seed(_mix(self.d.cfg.seed, self.number, 3, self.env.rank))
-        self.module = ddp.wrap(trainable, self.env, find_unused=self._find_unused(trainable))
-
-    def _find_unused(self, module: nn.Module) -> bool:
-        return False
-
-    def _skipped_summary(self) -> dict[str, Any]:
+    def skipped_summary(self) -> dict[str, Any]:
         summary = json.loads(self.summary_path.read_text())
         sd, _ = read_state_dict(self.final_path)
         self.d.student.load_state_dict(sd, strict=True)
@@ -1080,100 +738,36 @@ class _Stage:
                         self.name, summary.get("steps"), planned, self.final_path)
         return {**summary, "skipped_on_rerun": True}
 
-    def run(self, resume: bool, progress: bool) -> dict[str, Any]:
-        if self.finished():
-            return self._skipped_summary()
-        self.prepare_data()
-        self.total_steps = self.planned_steps()
-        if self.total_steps == 0:
-            return {"stage": self.name, "steps": 0, "finished": True, "skipped": "steps = 0"}
-        self.setup_training()
-        if self.ckpt_path.exists():
-            if not resume:
-                raise RunStateError(
-                    f"{self.ckpt_path} holds an unfinished {self.name}: pass --resume to continue it, "
-                    f"or choose another out folder")
-            self.load_checkpoint()
-        elif resume and self.env.is_main:
-            log.info("%s: no checkpoint at %s, starting from step 0", self.name, self.ckpt_path)
-        if self.env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self._truncate_logs()
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # optional
+    def set_train_mode(self) -> None:
+        self.module.train()
+        if getattr(self.cfg, "freeze_bn", False):
+            for m in self.module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
 
-                self.tb = SummaryWriter(str(self.out / "tb"))
-            except Exception:  # noqa: BLE001 - tensorboard not installed
-                self.tb = None
-        ddp.barrier(self.env)
-        return self._loop(progress)
+    def dummy_batch(self) -> dict[str, Any]:
+        return dummy_batch(self.d.image_size)
 
-    def _loop(self, progress: bool) -> dict[str, Any]:
-        from tqdm import tqdm
+    def has_validation(self) -> bool:
+        return bool(self.val_ids) and bool(self.d.cfg.val_images)
 
-        start_step = self.step
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"distill {self.name}", unit="step",
-                   disable=None if (progress and self.env.is_main) else True, dynamic_ncols=True)
-        batches = iter(self._loader(self.step))
-        last_val: dict[str, float] = {}
-        wall0 = time.perf_counter()
-        run_seconds = 0.0
-        restore_sigterm = interrupt_on_sigterm()
-        try:
-            while self.step < self.total_steps:
-                self._boundary_rng = self._rng_now()
-                t0 = time.perf_counter()
-                m = self.train_step(batches)
-                dt = time.perf_counter() - t0
-                self._boundary_rng = None
-                run_seconds += dt
-                self.train_seconds += dt
-                imgs_per_s = self.cfg.batch_size / dt if dt > 0 else 0.0
-                bar.update(1)
-                bar.set_postfix(loss=f"{m.get('loss', float('nan')):.4f}", img_s=f"{imgs_per_s:.1f}")
-                if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                    m = ddp.all_reduce_mean(m, self.env)
-                    self._csv("metrics.csv", {"step": self.step, "epoch": self.step // self.steps_per_epoch,
-                                              "lr": self.sched.get_last_lr()[0], **m,
-                                              "steps_per_s": round(1.0 / dt, 4) if dt > 0 else 0.0,
-                                              "img_per_s": round(imgs_per_s, 2),
-                                              "elapsed_s": round(self.train_seconds, 2)})
-                if self.step % self.cfg.ckpt_every == 0 and self.step < self.total_steps:
-                    self.save_checkpoint()
-                if self.val_ids and self.d.cfg.val_images and (
-                        (self.cfg.val_every and self.step % self.cfg.val_every == 0) or self.step == self.total_steps):
-                    if self.env.is_main:
-                        last_val = self.validate()
-                        self._csv("val.csv", {"step": self.step, **last_val})
-                        log.info("%s step %d validation: %s", self.name, self.step, last_val)
-                    ddp.barrier(self.env)
-        except KeyboardInterrupt:
-            if not self.env.distributed:
-                log.warning("%s interrupted at step %d: saving a checkpoint (rerun with --resume)", self.name, self.step)
-                self.save_checkpoint()
-            raise
-        finally:
-            restore_sigterm()
-            bar.close()
-            del batches
-            if self.tb is not None:
-                self.tb.close()
-        ddp.sync_buffers(self.d.student, self.env)
-        self.save_checkpoint()
-        steps_run = self.step - start_step
-        summary = {
-            "stage": self.name, "finished": True, "steps": self.total_steps, "steps_this_run": steps_run,
-            "batch_size": self.cfg.batch_size, "world_size": self.env.world_size,
-            "train_seconds": round(self.train_seconds, 2), "wall_seconds_this_run": round(time.perf_counter() - wall0, 2),
-            "steps_per_s": round(steps_run / run_seconds, 4) if run_seconds else None,
-            "img_per_s": round(steps_run * self.cfg.batch_size / run_seconds, 2) if run_seconds else None,
-            "validation": last_val, "data": self.report.summary(), "cache_misses": self.d.cache_misses,
-        }
-        if self.env.is_main:
-            save_model(self.d.student, self.final_path)
-            write_json_atomic(self.summary_path, summary)
-        ddp.barrier(self.env)
-        return summary
+    def validate(self) -> dict[str, float]:
+        if self.validator is None:
+            recs = _load_records(self.val_root, self.val_ids[: self.d.cfg.val_images], self.d.image_size,
+                                 self.d.cfg.val_masks_per_image, self.d.cfg.seed, self.report)
+            same_root = Path(self.val_root).resolve() == Path(self.d.cfg.data).resolve()
+            self.validator = _Validator(self.d, recs, self.val_kinds(), use_cache=same_root)
+        return self.validator(self.d.student)
+
+    def summary_extra(self) -> dict[str, Any]:
+        return {"data": self.report.summary(), "cache_misses": self.d.cache_misses}
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        save_model(self.d.student, self.final_path)
+        write_json_atomic(self.summary_path, summary)
+
+    def val_kinds(self) -> tuple[str, ...]:
+        raise NotImplementedError
 
     # -- shared data helpers -------------------------------------------------------------------
     def _split(self, rel_ids: list[str]) -> tuple[list[str], Path, list[str]]:
@@ -1187,12 +781,10 @@ class _Stage:
 
     def _set_train(self, rel_ids: list[str], train_ids: list[str]) -> None:
         index = {sid: i for i, sid in enumerate(rel_ids)}
-        self.train_idx = [index[s] for s in train_ids]
-        b = self.cfg.batch_size
-        if len(self.train_idx) < b:
-            raise ConfigError(f"{ROOT}.{self.name}.batch_size: {b} is more than the {len(self.train_idx)} "
-                              f"training images in {self.d.cfg.data}")
-        self.steps_per_epoch = len(self.train_idx) // b
+        try:
+            self.set_train([index[s] for s in train_ids], self.d.cfg.data)
+        except ValueError as exc:
+            raise ConfigError(f"{ROOT}.{self.name}.{exc}") from None
         if self.env.is_main and not self.val_ids and self.d.cfg.val_images:
             log.warning("%s: no validation images (val_fraction %s)", self.name, self.d.cfg.val_fraction)
 
@@ -1229,7 +821,7 @@ class _Stage1(_Stage):
         _freeze_unused(student.image_encoder, self.d.image_size, self.d.device)
         return student.image_encoder
 
-    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         dev = self.d.device
         images = batch["images"].to(dev, non_blocking=True)
         sizes = batch["input_sizes"]
@@ -1243,7 +835,7 @@ class _Stage1(_Stage):
         mse = F.mse_loss(s, t)
         cos = (1 - F.cosine_similarity(s, t, dim=1, eps=1e-6)).mean()
         loss = mse + self.cfg.cosine_weight * cos if self.cfg.loss == "mse+cosine" else mse
-        return loss, {"loss": loss.item(), "mse": mse.item(), "cos_dist": cos.item()}
+        return loss, {"loss": loss.detach(), "mse": mse.detach(), "cos_dist": cos.detach()}
 
     def val_kinds(self) -> tuple[str, ...]:
         return ("box",)
@@ -1284,7 +876,7 @@ class _Stage2(_Stage):
         # convolutions without corrections, the padding-point embedding with a box prompt)
         return not self.cfg.freeze_decoder
 
-    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         dev = self.d.device
         images = batch["images"].to(dev, non_blocking=True)
         sizes = batch["input_sizes"]
@@ -1292,8 +884,9 @@ class _Stage2(_Stage):
         x = _preprocess(self.d.student, images, sizes)
         first = "point" if torch.rand(1, generator=self.gen).item() < self.cfg.point_prob else "box"
         with _autocast(dev, self.d.amp_dtype):
-            loss, parts = self.module(x, t, batch["masks"].to(dev), batch["img_idx"].to(dev), first, self.gen)
-        out = {"loss": loss.item(), **{k: float(v) for k, v in parts.items()}, "first_point": float(first == "point")}
+            loss, parts = self.module(x, t, batch["masks"].to(dev, non_blocking=True),
+                                      batch["img_idx"].to(dev, non_blocking=True), first, self.dev_gen)
+        out = {"loss": loss.detach(), **parts, "first_point": float(first == "point")}
         return loss, out
 
     def val_kinds(self) -> tuple[str, ...]:

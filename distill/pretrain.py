@@ -11,39 +11,43 @@ each image the decoder is run ``1 + corrections + extra_iters`` times:
 3. ``extra_iters`` iterations add no point, only the mask prompt.
 
 Loss per call: 20 focal + 1 dice on the (best) mask, + MSE of the IoU head against the actual
-IoU; averaged over the calls. AdamW, linear warmup + cosine decay, gradient clipping, bf16
-autocast on CUDA. Every ``ckpt_every`` steps (and on interrupt) ``RUN/checkpoints/last.pt`` is
-written atomically with model, optimizer, scheduler, RNG and data position: ``--resume``
-continues exactly. Metrics go to ``RUN/metrics.csv`` / ``RUN/val.csv`` (and TensorBoard if
-installed). Validation: mIoU of the chosen mask for 1 point (best of 3), 1 point + corrections,
-and a box.
+IoU; averaged over the calls. The loop is the training engine's (:mod:`training.engine`):
+AdamW, linear warmup + cosine decay, gradient accumulation and clipping, bf16 autocast on CUDA,
+DDP under torchrun, DataLoader workers, prompts sampled on the training device. Every
+``ckpt_every`` steps (and on Ctrl-C / SIGTERM) ``RUN/checkpoints/last.pt`` is written atomically
+with model, optimizer, scheduler, RNG states and data position: ``--resume`` continues exactly.
+Metrics go to ``RUN/metrics.csv`` / ``RUN/val.csv`` (and TensorBoard if installed). Validation:
+mIoU of the chosen mask for 1 point (best of 3), 1 point + corrections, and a box.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from sam_edge.checkpoint import save_model
 from sam_edge.modeling.sam import Sam
 from sam_edge.registry import create_model
 from sam_edge.utils.config import dataclass_from_dict
-from sam_edge.utils.io import atomic_path, write_json_atomic
+from sam_edge.utils.io import write_json_atomic
 
+from training import ddp
+from training.engine import Engine, autocast
+
+from .batches import SA1BItems, dummy_batch
+from .batches import collate as collate_samples
 from .data import SA1BDataset, SkipReport, train_val_split
 from .data.sa1b import SampleError
 from .losses import mask_iou, sam_loss
 from .prompts import center_points, error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
-from .runlog import append_csv, interrupt_on_sigterm, truncate_csv
 
 log = logging.getLogger("distill.pretrain")
 
@@ -75,6 +79,9 @@ class PretrainConfig:
     amp: str = "auto"  # auto | bf16 | fp16 | off
     full_res_loss: bool = False  # loss on S x S upsampled logits instead of the low-res ones
     init: Optional[str] = None  # weights to start from
+    grad_accum: int = 1  # micro-batches per optimiser step
+    workers: int = 0  # DataLoader worker processes (per rank)
+    compile: str = "off"  # off | decoder: torch.compile the prompt encoder + mask decoder
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
@@ -146,8 +153,10 @@ def interactive_rollout(
     emb: P x C x h x w, gt: P x S x S bool (model input frame). ``first`` is 'point' or 'box'.
     With ``full_res`` the loss, the IoU and the error region are computed on logits upsampled to
     S x S; otherwise on the low-res 4h x 4w logits against the area-downsampled ground truth
-    (16x fewer pixels: what makes CPU training affordable). Random draws use the CPU generator.
-    Returns (mean loss over calls, per-call loss parts, per-call IoU of the chosen mask).
+    (16x fewer pixels). Prompts are drawn with ``g`` (see :mod:`distill.prompts`): with a
+    generator on ``emb``'s device the whole rollout stays on the device, with no host
+    round trip. Returns (mean loss over calls, per-call loss parts, per-call IoU of the chosen
+    mask), all tensors on the device.
     """
     device = emb.device
     s = gt.shape[-1]
@@ -158,15 +167,13 @@ def interactive_rollout(
         target = F.adaptive_avg_pool2d(gt[:, None].float(), low_side)[:, 0] >= 0.5
     scale = s / target.shape[-1]
     target_f = target.float()
-    target_cpu = target.cpu()
     if first == "point":
-        coords, labels = sample_points_in_masks(gt.cpu(), g)
+        coords, labels = sample_points_in_masks(gt, g)
         box = None
     else:
-        coords = torch.zeros(gt.shape[0], 0, 2)
-        labels = torch.zeros(gt.shape[0], 0, dtype=torch.int64)
-        box = noisy_boxes(gt.cpu(), g).to(device)
-    coords, labels = coords.to(device), labels.to(device)
+        coords = torch.zeros(gt.shape[0], 0, 2, device=device)
+        labels = torch.zeros(gt.shape[0], 0, dtype=torch.int64, device=device)
+        box = noisy_boxes(gt, g)
     mask_input = None
     losses, parts, ious = [], [], []
     rows = torch.arange(gt.shape[0], device=device)
@@ -184,42 +191,52 @@ def interactive_rollout(
             break
         mask_input = low[rows, best][:, None].detach().float()
         if it < corrections:
-            new_c, new_l = error_region_points(chosen.cpu(), target_cpu, g)
+            new_c, new_l = error_region_points(chosen, target, g)
             new_c = (new_c + 0.5) * scale - 0.5  # cell centre in the input frame
-            coords = torch.cat([coords, new_c.to(device)], dim=1)
-            labels = torch.cat([labels, new_l.to(device)], dim=1)
+            coords = torch.cat([coords, new_c], dim=1)
+            labels = torch.cat([labels, new_l], dim=1)
     return torch.stack(losses).mean(), parts, ious
 
 
-# --------------------------------------------------------------------------------- schedule
-def lr_lambda_factory(warmup: int, total: int, min_ratio: float):
-    def fn(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / max(1, warmup)
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return fn
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 # ---------------------------------------------------------------------------------- trainer
-class Trainer:
-    def __init__(self, cfg: PretrainConfig, dataset: SA1BDataset | None = None) -> None:
+class _RolloutLoss(nn.Module):
+    """Encoder + :func:`interactive_rollout` as one module, so DDP sees one forward per micro-batch."""
+
+    def __init__(self, model: Sam, cfg: PretrainConfig) -> None:
+        super().__init__()
+        self.model = model
         self.cfg = cfg
-        self.out = Path(cfg.out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.device = torch.device(dev)
-        torch.manual_seed(cfg.seed)
-        self.model = create_model(cfg.model, checkpoint=cfg.init, pretrained=False).to(self.device)
-        self.image_size = self.model.image_size
+
+    def forward(self, images: torch.Tensor, input_sizes: torch.Tensor, gt: torch.Tensor, img_idx: torch.Tensor,
+                first: str, g: torch.Generator):
+        emb = encode(self.model, images, input_sizes)[img_idx]
+        return interactive_rollout(self.model, emb, gt, g, first=first, corrections=self.cfg.corrections,
+                                   extra_iters=self.cfg.extra_iters, full_res=self.cfg.full_res_loss)
+
+
+class Trainer(Engine):
+    """SAM-recipe promptable training of a whole model (``sam-edge pretrain``) as a task on the
+    training engine: the batch is SA-1B samples with ``masks_per_image`` masks each (chosen per
+    (seed, step, image), only those decoded), the loss :func:`interactive_rollout` (prompts
+    sampled on the training device with the engine's device generator), validation
+    :func:`evaluate` on a held-out split. ``fit()`` runs it (``OUT/checkpoints/last.pt``,
+    ``metrics.csv``, ``val.csv``, ``model.safetensors``, ``summary.json``)."""
+
+    name = "pretrain"
+    number = 7
+    resume_requires_checkpoint = True
+
+    def __init__(self, cfg: PretrainConfig, dataset: SA1BDataset | None = None) -> None:
+        if cfg.compile not in ("off", "decoder"):
+            raise ValueError(f"pretrain: compile must be off or decoder, got {cfg.compile!r}")
+        if cfg.grad_accum < 1 or cfg.workers < 0:
+            raise ValueError("pretrain: grad_accum must be >= 1 and workers >= 0")
+        env = ddp.setup(cfg.device)
+        torch.manual_seed(cfg.seed)  # identical init on every rank
+        model = create_model(cfg.model, checkpoint=cfg.init, pretrained=False).to(env.device)
+        super().__init__(out=Path(cfg.out), cfg=cfg, model=model, env=env, seed=cfg.seed, amp=cfg.amp,
+                         workers=cfg.workers, run_config=dataclasses.asdict(cfg))
+        self.image_size = model.image_size
         self.report = SkipReport()
         ds = dataset or SA1BDataset(cfg.data, image_size=self.image_size, report=self.report)
         self.report = ds.report
@@ -228,109 +245,68 @@ class Trainer:
         if not train_ids:
             raise ValueError(f"no usable training samples in {cfg.data}: {ds.report.summary()}")
         index = {sid: i for i, sid in enumerate(ds.ids)}
-        self.train_idx = [index[s] for s in train_ids]
+        self.set_train([index[s] for s in train_ids], cfg.data)
         self.val_idx = [index[s] for s in val_ids][: cfg.val_images]
-        self.steps_per_epoch = max(1, len(self.train_idx) // cfg.batch_size)
-        self.total_steps = cfg.max_steps or cfg.epochs * self.steps_per_epoch
-        decay, no_decay = [], []
-        for n, p in self.model.named_parameters():
-            (no_decay if p.ndim < 2 or "pos_embed" in n or "rel_pos" in n else decay).append(p)
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=cfg.lr, betas=(0.9, 0.999),
-        )
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lr_lambda_factory(cfg.warmup_steps, self.total_steps, cfg.min_lr_ratio)
-        )
-        self.gen = torch.Generator().manual_seed(cfg.seed)  # prompts + mask choice
-        self.step = 0
-        # RNG state at the start of the current step: an interrupt mid-step saves this one, so
-        # the resumed run redraws that step's masks and prompts exactly as an unbroken run would
-        self._boundary_rng: Optional[dict[str, torch.Tensor]] = None
-        self.ckpt_path = self.out / "checkpoints" / "last.pt"
-        self.tb = None
+        self.items = SA1BItems(ds, self.image_size, cfg.masks_per_image, cfg.seed)
+        self.collate = collate_samples
+        self.total_steps = self.planned_steps()
+        if cfg.compile != "off":
+            self._compile()
+        self.setup_training()
 
-    # -- state --------------------------------------------------------------------------------
-    def _rng_now(self) -> dict[str, torch.Tensor]:
-        return {"prompt": self.gen.get_state(), "torch": torch.get_rng_state()}
+    def set_train(self, train_idx: list[int], what: str) -> None:
+        self.train_idx = list(train_idx)
+        self.steps_per_epoch = max(1, len(self.train_idx) // self.cfg.batch_size)
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict(),
-            "step": self.step,
-            "rng": self._boundary_rng or self._rng_now(),
-            "config": dataclasses.asdict(self.cfg),
-            "model_config": self.model.config.to_dict(),
-        }
+    # -- task hooks ------------------------------------------------------------------------------
+    def planned_steps(self) -> int:
+        return self.cfg.max_steps or self.cfg.epochs * self.steps_per_epoch
 
-    def save_checkpoint(self) -> None:
-        with atomic_path(self.ckpt_path) as tmp:
-            torch.save(self.state_dict(), tmp)
-        log.info("checkpoint step %d -> %s", self.step, self.ckpt_path)
+    def prepare_data(self) -> None:  # done in __init__ (the dataset may be given)
+        pass
 
-    def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.sched.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
-        self.gen.set_state(state["rng"]["prompt"])
-        torch.set_rng_state(state["rng"]["torch"])
-        log.info("resumed from %s at step %d", path, self.step)
+    def setup_training(self) -> None:
+        if not hasattr(self, "opt"):
+            super().setup_training()
 
-    # -- data ---------------------------------------------------------------------------------
-    def epoch_order(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.cfg.seed * 100003 + epoch)
-        perm = torch.randperm(len(self.train_idx), generator=g).tolist()
-        return [self.train_idx[i] for i in perm]
+    def trainable(self) -> nn.Module:
+        self.model.requires_grad_(True)
+        return _RolloutLoss(self.model, self.cfg)
 
-    def batch_for_step(self, step: int) -> list[int]:
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        order = self.epoch_order(epoch)
-        b = self.cfg.batch_size
-        return order[pos * b : (pos + 1) * b]
+    def find_unused(self, module: nn.Module) -> bool:
+        # a step may not touch every parameter (the mask-prompt convolutions without
+        # corrections, the padding-point embedding with a box prompt)
+        return True
 
-    def load_batch(self, indices: list[int]) -> Optional[dict[str, torch.Tensor]]:
-        items = []
-        for i in indices:
-            try:
-                item = self.dataset[i]
-            except SampleError as exc:
-                self.report.skip(exc.path, exc.reason, exc.detail)
-                continue
-            items.append(prepare_item(item, self.image_size, self.cfg.masks_per_image, self.gen))
-        return collate(items) if items else None
+    def has_validation(self) -> bool:
+        return bool(self.val_idx)
 
-    # -- steps --------------------------------------------------------------------------------
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        self.model.train()
+    def dummy_batch(self) -> dict[str, Any]:
+        return dummy_batch(self.image_size)
+
+    def _compile(self) -> None:
+        """``compile: decoder``: the prompt encoder and mask decoder under ``torch.compile``
+        (shapes change with the number of clicks: one graph per click count)."""
+        m = self.model
+        m.mask_decoder = torch.compile(m.mask_decoder)
+        m.prompt_encoder.forward = torch.compile(m.prompt_encoder.forward)
+
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         first = "point" if torch.rand(1, generator=self.gen).item() < self.cfg.point_prob else "box"
-        images = batch["images"].to(self.device)
-        gt = batch["masks"].to(self.device)
-        with _autocast(self.device, self.cfg.amp):
-            emb = encode(self.model, images, batch["input_sizes"])
-            emb = emb[batch["img_idx"].to(self.device)]
-            loss, parts, ious = interactive_rollout(
-                self.model, emb, gt, self.gen, first=first, corrections=self.cfg.corrections,
-                extra_iters=self.cfg.extra_iters, full_res=self.cfg.full_res_loss,
-            )
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.opt.step()
-        self.sched.step()
-        self.step += 1
-        return {
-            "loss": loss.item(),
-            "focal": torch.stack([p["focal"] for p in parts]).mean().item(),
-            "dice": torch.stack([p["dice"] for p in parts]).mean().item(),
-            "iou_mse": torch.stack([p["iou_mse"] for p in parts]).mean().item(),
-            "iou_first": ious[0].mean().item(),
-            "iou_last": ious[-1].mean().item(),
-            "grad_norm": float(gnorm),
-            "first": first,
+        dev = self.device
+        images = batch["images"].to(dev, non_blocking=True)
+        gt = batch["masks"].to(dev, non_blocking=True)
+        img_idx = batch["img_idx"].to(dev, non_blocking=True)
+        with autocast(dev, self.amp_dtype):
+            loss, parts, ious = self.module(images, batch["input_sizes"], gt, img_idx, first, self.dev_gen)
+        return loss, {
+            "loss": loss.detach(),
+            "focal": torch.stack([p["focal"] for p in parts]).mean(),
+            "dice": torch.stack([p["dice"] for p in parts]).mean(),
+            "iou_mse": torch.stack([p["iou_mse"] for p in parts]).mean(),
+            "iou_first": ious[0].mean(),
+            "iou_last": ious[-1].mean(),
+            "first_point": float(first == "point"),
         }
 
     @torch.no_grad()
@@ -338,71 +314,34 @@ class Trainer:
         return evaluate(self.model, self.dataset, self.val_idx, self.cfg.masks_per_image,
                         corrections=self.cfg.corrections, seed=self.cfg.seed + 1, report=self.report)
 
-    # -- loop ---------------------------------------------------------------------------------
-    def _csv(self, name: str, row: dict[str, Any]) -> None:
-        append_csv(self.out / name, row, self.tb)
+    # -- batches outside the loop (tests, benchmarks) --------------------------------------------
+    def batch_for_step(self, step: int) -> list[int]:
+        return self.plan(step)
 
-    def _truncate_logs(self) -> None:
-        """After a resume, drop log rows past the checkpoint so the CSVs stay consistent."""
-        for name in ("metrics.csv", "val.csv"):
-            truncate_csv(self.out / name, self.step)
+    def load_batch(self, indices: list[int], step: int = 0) -> Optional[dict[str, Any]]:
+        batch = self.collate([self.items[(step, i)] for i in indices])
+        for path, reason, detail in batch["skips"]:
+            self.report.skip(path, reason, detail)
+        return batch if batch["n"] else None
 
-    def fit(self, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-        from tqdm import tqdm
+    # -- outputs ---------------------------------------------------------------------------------
+    def summary_extra(self) -> dict[str, Any]:
+        return {"train_images": len(self.train_idx), "val_images": len(self.val_idx),
+                "data": self.report.to_dict(), "data_summary": self.report.summary()}
 
-        if resume:
-            if not self.ckpt_path.exists():
-                raise FileNotFoundError(f"--resume: no checkpoint at {self.ckpt_path}")
-            self.load_checkpoint(self.ckpt_path)
-            self._truncate_logs()
-        try:
-            from torch.utils.tensorboard import SummaryWriter  # optional
-
-            self.tb = SummaryWriter(str(self.out / "tb"))
-        except Exception:  # tensorboard not installed
-            self.tb = None
-        write_json_atomic(self.out / "config.json", dataclasses.asdict(self.cfg))
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=None if progress else True, desc="pretrain", dynamic_ncols=True)
-        t0 = time.perf_counter()
-        last_val: dict[str, float] = {}
-        restore_sigterm = interrupt_on_sigterm()
-        try:
-            while self.step < self.total_steps:
-                self._boundary_rng = self._rng_now()
-                batch = self.load_batch(self.batch_for_step(self.step))
-                if batch is None:
-                    self.step += 1
-                    continue
-                m = self.train_step(batch)
-                self._boundary_rng = None
-                bar.update(1)
-                bar.set_postfix(loss=f"{m['loss']:.3f}", iou=f"{m['iou_first']:.2f}/{m['iou_last']:.2f}")
-                if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                    self._csv("metrics.csv", {"step": self.step, "epoch": self.step // self.steps_per_epoch,
-                                              "lr": self.sched.get_last_lr()[0],
-                                              "elapsed_s": round(time.perf_counter() - t0, 2), **m})
-                if self.step % self.cfg.ckpt_every == 0:
-                    self.save_checkpoint()
-                if self.val_idx and (self.step % self.cfg.val_every == 0 or self.step == self.total_steps):
-                    last_val = self.validate()
-                    self._csv("val.csv", {"step": self.step, **last_val})
-                    log.info("step %d validation: %s", self.step, last_val)
-        except KeyboardInterrupt:
-            log.warning("interrupted at step %d: saving a checkpoint (rerun with --resume)", self.step)
-            self.save_checkpoint()
-            raise
-        finally:
-            restore_sigterm()
-            bar.close()
-            if self.tb is not None:
-                self.tb.close()
-        self.save_checkpoint()
+    def finish(self, summary: dict[str, Any]) -> None:
         save_model(self.model, self.out / "model.safetensors")
-        summary = {"steps": self.step, "train_images": len(self.train_idx), "val_images": len(self.val_idx),
-                   "validation": last_val, "data": self.report.to_dict(), "data_summary": self.report.summary()}
         write_json_atomic(self.out / "summary.json", summary)
         log.info("data: %s", self.report.summary())
-        return summary
+
+    def fit(self, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+        try:
+            if self.env.is_main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                write_json_atomic(self.out / "config.json", dataclasses.asdict(self.cfg))
+            return self.run(resume=resume, progress=progress)
+        finally:
+            ddp.cleanup(self.env)
 
 
 #: Mask-area buckets of ``evaluate(by_area=True)``, in pixels: at 256 px a token of the 16 x 16

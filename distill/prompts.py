@@ -1,12 +1,22 @@
 """Prompt simulation for SAM-style interactive training.
 
 All functions work on batches of binary masks B x H x W (torch, bool) in the model's input frame
-and take an explicit ``torch.Generator`` so runs are reproducible and resumable.
+and take an explicit ``torch.Generator`` so runs are reproducible and resumable. They run on the
+masks' device and never wait for it (no ``.item()``, no host copies, no data-dependent Python
+branches): training passes a generator on the same device (its state is checkpointed);
+evaluation may pass a CPU generator for device masks (the draws are then made on the CPU and
+moved, so a CPU and a GPU evaluation see the same prompts).
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+
+def _rand(shape: tuple[int, ...], g: torch.Generator, device: torch.device, normal: bool = False) -> torch.Tensor:
+    """Uniform [0, 1) (or standard normal) draws from ``g`` on its own device, returned on ``device``."""
+    fn = torch.randn if normal else torch.rand
+    return fn(shape, generator=g, device=g.device).to(device)
 
 
 def _sample_from(region: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -18,7 +28,7 @@ def _sample_from(region: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor
     valid = counts > 0
     # uniform over the region: the arg-max of i.i.d. uniform keys restricted to it (an empty
     # region falls back to the whole image); much cheaper than multinomial on B x H*W weights
-    keys = torch.rand(flat.shape, generator=g)
+    keys = _rand(flat.shape, g, region.device)
     keys = torch.where(valid[:, None] & (flat == 0), -1.0, keys)
     idx = keys.argmax(dim=1)
     ys = torch.div(idx, w, rounding_mode="floor")
@@ -30,7 +40,7 @@ def _sample_from(region: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor
 def sample_points_in_masks(masks: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A point drawn uniformly inside each ground-truth mask: B x 1 x 2 coords, B x 1 labels (1)."""
     coords, _ = _sample_from(masks, g)
-    return coords[:, None], torch.ones(masks.shape[0], 1, dtype=torch.int64)
+    return coords[:, None], torch.ones(masks.shape[0], 1, dtype=torch.int64, device=masks.device)
 
 
 def center_points(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +83,7 @@ def noisy_boxes(
     boxes = masks_to_boxes(masks)
     h, w = masks.shape[-2:]
     side = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, dim=1)
-    noise = torch.randn(boxes.shape, generator=g) * noise_frac * side
+    noise = _rand(tuple(boxes.shape), g, boxes.device, normal=True) * noise_frac * side
     boxes = boxes + noise.clamp(-max_noise, max_noise)
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
@@ -88,15 +98,14 @@ def error_region_points(
     """A corrective click per mask, drawn uniformly from the error region: a false-negative pixel
     (in gt, not predicted) gives a positive point, a false-positive pixel a negative one.
     Where the prediction is perfect, the point is a positive point inside gt.
-    Returns B x 1 x 2 coords and B x 1 labels."""
+    Returns B x 1 x 2 coords and B x 1 labels. One draw per call, no host synchronisation: the
+    region sampled is the error region, or gt where there is no error."""
     fn = gt & ~pred
-    fp = pred & ~gt
-    coords, valid = _sample_from(fn | fp, g)
+    err = fn | (pred & ~gt)
+    has_err = err.flatten(1).any(1)
+    region = torch.where(has_err[:, None, None], err, gt)
+    coords, _ = _sample_from(region, g)
     b = gt.shape[0]
     xs, ys = coords[:, 0].long(), coords[:, 1].long()
-    label = fn[torch.arange(b), ys, xs].long()
-    if not bool(valid.all()):
-        inside, _ = _sample_from(gt, g)
-        coords = torch.where(valid[:, None], coords, inside)
-        label = torch.where(valid, label, torch.ones_like(label))
+    label = torch.where(has_err, fn[torch.arange(b, device=gt.device), ys, xs].long(), 1)
     return coords[:, None], label[:, None]

@@ -555,7 +555,7 @@ def test_sigterm_checkpoints_like_ctrl_c(data_dir, tmp_path, runner):
 
 
 def test_interrupt_on_sigterm_restores_the_previous_handler():
-    from distill.runlog import interrupt_on_sigterm
+    from training.runlog import interrupt_on_sigterm
 
     before = signal.getsignal(signal.SIGTERM)
     restore = interrupt_on_sigterm()

@@ -2,6 +2,7 @@
 bad samples counted in the run summary."""
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_loss_falls_when_overfitting_a_fixed_batch(synth_dir, tmp_path):
     torch.manual_seed(0)
     tr = Trainer(_cfg(synth_dir, tmp_path, point_prob=0.0, lr=3e-3, max_steps=1000))
     batch = tr.load_batch(tr.batch_for_step(0))
-    losses = [tr.train_step(batch)["loss"] for _ in range(40)]
+    losses = [float(tr.train_step(itertools.repeat(batch))["loss"]) for _ in range(40)]
     first, last = np.mean(losses[:3]), np.mean(losses[-3:])
     assert last < 0.5 * first, (first, last)
 
@@ -120,10 +121,10 @@ def test_resume_gives_the_same_next_step_loss(synth_dir, tmp_path):
     tr = Trainer(cfg)
     real_step = tr.train_step
 
-    def interrupted(batch):
+    def interrupted(batches):
         if tr.step == 3:  # killed while working on step 4, after the step-2 checkpoint
             raise KeyboardInterrupt
-        return real_step(batch)
+        return real_step(batches)
 
     tr.train_step = interrupted
     with pytest.raises(KeyboardInterrupt):

@@ -90,12 +90,15 @@ class MaskDecoder(nn.Module):
         b = sparse_prompt_embeddings.shape[0]
         out_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat([out_tokens.unsqueeze(0).expand(b, -1, -1), sparse_prompt_embeddings], dim=1)
-        if image_embeddings.shape[0] != b:
+        if image_embeddings.shape[0] not in (1, b):
             image_embeddings = torch.repeat_interleave(image_embeddings, b, dim=0)
+        # one image embedding and one positional encoding broadcast over the B prompts (SAM
+        # repeats both B times; the sums are the same, without the copies)
         src = image_embeddings + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, b, dim=0) if image_pe.shape[0] != b else image_pe
+        if src.shape[0] != b:
+            src = src.expand(b, -1, -1, -1)
         _, c, h, w = src.shape
-        hs, src = self.transformer(src, pos_src, tokens)
+        hs, src = self.transformer(src, image_pe, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))

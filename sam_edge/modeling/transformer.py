@@ -82,7 +82,7 @@ class TwoWayAttentionBlock(nn.Module):
 
 
 class TwoWayTransformer(nn.Module):
-    """image_embedding, image_pe: B x C x H x W; point_embedding: B x N x C.
+    """image_embedding B x C x H x W, image_pe B (or 1, broadcast) x C x H x W; point_embedding B x N x C.
     Returns (tokens B x N x C, image B x HW x C)."""
 
     def __init__(

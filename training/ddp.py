@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-log = logging.getLogger("distill.ddp")
+log = logging.getLogger("training.ddp")
 
 T = TypeVar("T")
 
