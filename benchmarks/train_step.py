@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
             args.data = str(Path(tmp) / "data")
             generate_dataset(args.data, num_images=max(64, 4 * args.pretrain_batch), image_size=256, seed=0)
+        args.data = str(Path(args.data).resolve())
         before = run_rev(args, args.compare_rev, args.data) if args.compare_rev else None
         rows = run_here(args)
     table = markdown(rows, before, args.compare_rev)

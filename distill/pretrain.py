@@ -285,11 +285,20 @@ class Trainer(Engine):
         return dummy_batch(self.image_size)
 
     def _compile(self) -> None:
-        """``compile: decoder``: the prompt encoder and mask decoder under ``torch.compile``
-        (shapes change with the number of clicks: one graph per click count)."""
+        """``compile: decoder``: the prompt encoder and mask decoder under ``torch.compile``.
+        The prompt grows by one click per correction, so each click count is its own static
+        graph (dynamic shapes hit an inductor stride assertion in the CPU flash-attention kernel
+        with torch 2.13); the recompile limit is raised to cover them. Measured on the 2-core
+        CPU: no gain for minutes of compilation; meant for CUDA (benchmarks/train_step.py --compile)."""
+        import torch._dynamo as dynamo
+
+        limit = 4 * (2 + self.cfg.corrections + self.cfg.extra_iters)
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(dynamo.config, name):
+                setattr(dynamo.config, name, max(getattr(dynamo.config, name), limit))
         m = self.model
-        m.mask_decoder = torch.compile(m.mask_decoder)
-        m.prompt_encoder.forward = torch.compile(m.prompt_encoder.forward)
+        m.mask_decoder = torch.compile(m.mask_decoder, dynamic=False)
+        m.prompt_encoder.forward = torch.compile(m.prompt_encoder.forward, dynamic=False)
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         first = "point" if torch.rand(1, generator=self.gen).item() < self.cfg.point_prob else "box"
