@@ -27,6 +27,7 @@ python -c "from distill.synth import generate_dataset; generate_dataset('$DATA',
 git rev-parse --verify -q "$BEFORE^{commit}" >/dev/null || BEFORE=""
 {
     python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"
+    [ "$DEVICE" = cuda ] && { python -m pytest -q -p no:cacheprovider tests/test_pretrain.py -k "never_waits" 2>&1 | tail -15 || true; }
     python -m benchmarks.train_step --device "$DEVICE" --data "$DATA" "${SIZE[@]}" ${BEFORE:+--compare-rev "$BEFORE"} \
         --out "$OUT_DIR/eager"
     timeout 420 python -m benchmarks.train_step --device "$DEVICE" --data "$DATA" "${SIZE[@]}" --tasks pretrain --compile \
