@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .data import SA1BDataset
     from training.ddp import resolve_device
-    from .distill import evaluate_student, format_eval_table, load_model_spec
+    from .distill import format_eval_table, load_model_spec
+    from .evaluation import evaluate_student
 
     if args.images is not None and args.images < 1:
         raise ValueError("--images must be >= 1")

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from sam_edge.utils.io import write_json_atomic
 
     from .data import SA1BDataset
-    from .pretrain import evaluate
+    from .evaluation import evaluate_promptable as evaluate
 
     model = create_model(args.model, checkpoint=args.checkpoint)
     ds = SA1BDataset(args.data, image_size=model.image_size)

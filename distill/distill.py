@@ -1060,91 +1060,6 @@ def run_distill(cfg: DistillConfig, resume: bool = False, progress: bool = True)
 # =============================================================================================
 # Evaluation: student vs teacher (and both vs ground truth) on held-out SA-1B-format data
 # =============================================================================================
-@torch.no_grad()
-def evaluate_student(
-    student: Sam,
-    teacher: Sam,
-    dataset: SA1BDataset | str | Path,
-    *,
-    images: Optional[int] = None,
-    masks_per_image: int = 8,
-    seed: int = 0,
-    full_res: bool = True,
-    amp: str = "off",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """mIoU of the student's masks against the teacher's, and of both against ground truth.
-
-    The first ``images`` usable images of ``dataset`` (sorted ids), up to ``masks_per_image``
-    ground-truth masks each and the prompts drawn from them depend only on ``seed`` and the image
-    id, so every student is scored on the same images, masks and prompts. Prompts: ``point1``
-    one point inside the mask (3 outputs; each model's mask chosen by its own predicted IoU),
-    ``point1_oracle`` the best of the student's 3 against the reference's chosen mask,
-    ``point2`` two points inside the mask and ``box`` the mask's tight box (single output).
-    Masks are compared in the model input frame (``full_res``: upsampled to the input size,
-    padding cropped). Returns ``student_vs_teacher``, ``student_vs_gt``, ``teacher_vs_gt``
-    (metric -> mIoU), ``images``, ``masks`` and the ``image_ids`` used.
-    """
-    if student.image_size != teacher.image_size:
-        raise ValueError(f"student input size {student.image_size} != teacher's {teacher.image_size}")
-    if not isinstance(dataset, SA1BDataset):
-        dataset = SA1BDataset(dataset, image_size=teacher.image_size)
-    elif dataset.image_size != teacher.image_size:
-        raise ValueError(f"dataset resizes to {dataset.image_size}, the models take {teacher.image_size}: "
-                         f"build it with SA1BDataset(root, image_size={teacher.image_size})")
-    from tqdm import tqdm
-
-    size = teacher.image_size
-    dev_s, dev_t = next(student.parameters()).device, next(teacher.parameters()).device
-    dtype = _amp_dtype(dev_s, amp)
-    was = (student.training, teacher.training)
-    student.eval()
-    teacher.eval()
-    want = len(dataset) if images is None else min(int(images), len(dataset))
-    acc: dict[str, dict[str, list[torch.Tensor]]] = {
-        "student_vs_teacher": defaultdict(list), "student_vs_gt": defaultdict(list), "teacher_vs_gt": defaultdict(list)}
-    used: list[str] = []
-    bar = tqdm(total=want, desc="eval", disable=None if progress else True, dynamic_ncols=True)
-    for idx in range(len(dataset)):
-        if len(used) >= want:
-            break
-        sid = _image_rel_id(dataset.path(idx), dataset.root)
-        g = torch.Generator().manual_seed(_mix(seed, _id_seed(sid)))
-        try:
-            rec = _load_sa1b_sample(dataset, idx, size, masks_per_image, g)
-        except SampleError as exc:
-            dataset.report.skip(exc.path, exc.reason, exc.detail)
-            continue
-        prompts = _make_prompts(rec, PROMPT_KINDS, g)
-        sizes = torch.tensor([rec["input_size"]])
-        with _autocast(dev_t, _amp_dtype(dev_t, amp)):
-            t_emb = encode(teacher, rec["image"][None].to(dev_t), sizes)
-            t_out = _predict(teacher, t_emb, prompts, rec["input_size"], full_res)
-        with _autocast(dev_s, dtype):
-            s_emb = encode(student, rec["image"][None].to(dev_s), sizes)
-            s_out = _predict(student, s_emb, prompts, rec["input_size"], full_res)
-        gt = _gt_frame(rec["masks"], rec["input_size"], size, 4 * t_emb.shape[-1], full_res)
-        gt_ref = {k: (gt, None) for k in prompts}
-        for name, (pred, ref) in {"student_vs_teacher": (s_out, t_out), "student_vs_gt": (s_out, gt_ref),
-                                  "teacher_vs_gt": (t_out, gt_ref)}.items():
-            for k, v in _compare(pred, ref).items():
-                acc[name][k].append(v)
-        used.append(sid)
-        bar.update(1)
-    bar.close()
-    student.train(was[0])
-    teacher.train(was[1])
-    result: dict[str, Any] = {
-        name: {k: float(torch.cat(vals[k]).mean()) for k in _metric_order(list(vals))} for name, vals in acc.items()}
-    result["images"] = len(used)
-    result["masks"] = int(sum(len(v) for v in acc["student_vs_teacher"]["box"]))
-    result["masks_per_image"] = masks_per_image
-    result["seed"] = seed
-    result["full_res"] = full_res
-    result["image_ids"] = used
-    return result
-
-
 _ROW_NAMES = {"point1": "1 point (own IoU choice)", "point1_oracle": "1 point (best of 3)",
               "point2": "2 points", "box": "box"}
 
@@ -1161,3 +1076,12 @@ def format_eval_table(result: dict[str, Any]) -> str:
         lines.append(f"{_ROW_NAMES.get(k, k):<{w0}}" + cells)
     lines.append(f"({result['images']} images, {result['masks']} masks)")
     return "\n".join(lines)
+
+
+def __getattr__(name: str) -> Any:
+    # the batched evaluator lives in distill.evaluation, which imports this module
+    if name == "evaluate_student":
+        from .evaluation import evaluate_student
+
+        return evaluate_student
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -284,7 +284,8 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
         from sam_edge.utils.io import write_json_atomic
 
         from .data import SA1BDataset
-        from .distill import evaluate_student, format_eval_table, load_model_spec
+        from .distill import format_eval_table, load_model_spec
+        from .evaluation import evaluate_student
 
         teacher = create_model(d.teacher, checkpoint=d.teacher_checkpoint).eval()
         student = load_model_spec(str(student_file)).eval()

@@ -45,9 +45,8 @@ from training.engine import Engine, autocast
 from .batches import SA1BItems, dummy_batch
 from .batches import collate as collate_samples
 from .data import SA1BDataset, SkipReport, train_val_split
-from .data.sa1b import SampleError
 from .losses import mask_iou, sam_loss
-from .prompts import center_points, error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
+from .prompts import error_region_points, noisy_boxes, sample_points_in_masks
 
 log = logging.getLogger("distill.pretrain")
 
@@ -320,8 +319,10 @@ class Trainer(Engine):
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        return evaluate(self.model, self.dataset, self.val_idx, self.cfg.masks_per_image,
-                        corrections=self.cfg.corrections, seed=self.cfg.seed + 1, report=self.report)
+        from .evaluation import evaluate_promptable
+
+        return evaluate_promptable(self.model, self.dataset, self.val_idx, self.cfg.masks_per_image,
+                                   corrections=self.cfg.corrections, seed=self.cfg.seed + 1, report=self.report)
 
     # -- batches outside the loop (tests, benchmarks) --------------------------------------------
     def batch_for_step(self, step: int) -> list[int]:
@@ -358,73 +359,10 @@ class Trainer(Engine):
 AREA_BUCKETS = ((0, 256), (256, 1024), (1024, 4096), (4096, 16384), (16384, math.inf))
 
 
-def _point_iou(model: Sam, emb: torch.Tensor, gt: torch.Tensor, points) -> torch.Tensor:
-    """IoU with ``gt`` of the best of the 3 outputs for one click per mask (oracle choice)."""
-    coords, labels = points
-    _, _, full = decode(model, emb, (coords.to(emb.device), labels.to(emb.device)), None, None, True)
-    return mask_iou(full > 0, gt[:, None]).max(1).values.cpu()
+def __getattr__(name: str) -> Any:
+    # ``distill.pretrain.evaluate``: the batched evaluator of distill.evaluation (which imports this module)
+    if name == "evaluate":
+        from .evaluation import evaluate_promptable
 
-
-def _box_iou(model: Sam, emb: torch.Tensor, gt: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """IoU with ``gt`` of the single-mask output for one box per mask."""
-    _, _, full = decode(model, emb, None, boxes.to(emb.device), None, False)
-    return mask_iou(full[:, 0] > 0, gt).cpu()
-
-
-@torch.no_grad()
-def evaluate(
-    model: Sam,
-    dataset: SA1BDataset,
-    indices: list[int],
-    masks_per_image: int = 8,
-    corrections: int = 8,
-    seed: int = 1,
-    report: SkipReport | None = None,
-    by_area: bool = False,
-) -> dict[str, Any]:
-    """Validation mIoU in the model's input frame, with fixed (seeded) prompts:
-    ``point1`` one point drawn uniformly inside the mask, best of the 3 masks against ground
-    truth; ``point1_corr`` after ``corrections`` error-region clicks (single mask); ``box`` a
-    noisy box (SAM's training jitter; single mask). Also the standard protocol of SAM's paper /
-    RITM, which is easier: ``point1_center`` one click at the point farthest from the mask
-    boundary (best of 3) and ``box_exact`` the tight ground-truth box (single mask).
-    ``by_area`` adds ``by_area``: the same mIoUs per mask-area bucket (pixels in the input frame,
-    :data:`AREA_BUCKETS`), with the mask count of each."""
-    was_training = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
-    ious = {"point1": [], "point1_corr": [], "box": [], "point1_center": [], "box_exact": []}
-    areas: list[torch.Tensor] = []
-    for i in indices:
-        try:
-            item = dataset[i]
-        except SampleError as exc:
-            if report is not None:
-                report.skip(exc.path, exc.reason, exc.detail)
-            continue
-        batch = collate([prepare_item(item, model.image_size, masks_per_image, g)])
-        emb = encode(model, batch["images"].to(device), batch["input_sizes"])
-        gt = batch["masks"].to(device)
-        emb = emb.expand(gt.shape[0], -1, -1, -1)
-        ious["point1"].append(_point_iou(model, emb, gt, sample_points_in_masks(gt.cpu(), g)))
-        _, _, corr = interactive_rollout(model, emb, gt, g, first="point", corrections=corrections,
-                                         extra_iters=0, full_res=True)
-        ious["point1_corr"].append(corr[-1].cpu())
-        ious["box"].append(_box_iou(model, emb, gt, noisy_boxes(gt.cpu(), g)))
-        ious["point1_center"].append(_point_iou(model, emb, gt, center_points(gt)))
-        ious["box_exact"].append(_box_iou(model, emb, gt, masks_to_boxes(gt)))
-        areas.append(gt.flatten(1).sum(1).cpu())
-    model.train(was_training)
-    per_mask = {k: torch.cat(v) for k, v in ious.items() if v}
-    out: dict[str, Any] = {k: float(per_mask[k].mean()) if k in per_mask else float("nan") for k in ious}
-    out["masks"] = int(sum(len(v) for v in ious["box"]))
-    if by_area:
-        area = torch.cat(areas) if areas else torch.zeros(0)
-        out["by_area"] = {}
-        for lo, hi in AREA_BUCKETS:
-            sel = (area >= lo) & (area < hi)
-            if sel.any():
-                row = {k: float(v[sel].mean()) for k, v in per_mask.items()}
-                out["by_area"][f"{lo}-{hi}"] = {**row, "masks": int(sel.sum())}
-    return out
+        return evaluate_promptable
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
