@@ -414,6 +414,17 @@ def _dry_run(cfg: PipelineConfig, plan: list[str], fmts, missing, log) -> dict[s
     return {"dry_run": True, "plan": plan, "formats": fmts, "missing": missing}
 
 
+def _stage_times(run: Path) -> str:
+    """``data 35 s, cache 42 s, ...`` from RUN/pipeline.json (the time each stage took when it ran;
+    a stage skipped on a rerun keeps the time of the run that did it)."""
+    try:
+        stages = json.loads((run / "pipeline.json").read_text()).get("stages", {})
+    except (OSError, ValueError):
+        return "unknown"
+    return ", ".join(f"{name} {st['seconds']:.0f} s" for name, st in stages.items()
+                     if isinstance(st, dict) and isinstance(st.get("seconds"), (int, float)))
+
+
 def _summary(cfg: PipelineConfig, run: Path, student_file: Path, total: float) -> dict[str, Any]:
     from benchmarks.report import flat_rows
 
@@ -426,6 +437,7 @@ def _summary(cfg: PipelineConfig, run: Path, student_file: Path, total: float) -
     enc_params = sum(p.numel() for p in m.image_encoder.parameters())
     lines = [f"== sam-edge pipeline: {run} ({total / 60:.1f} min) ==",
              f"student {m.config.name}: image encoder {enc_params / 1e6:.2f} M params; {student_file} {size:.1f} MB",
+             "stage seconds: " + _stage_times(run),
              "held-out student vs teacher mIoU: " + ", ".join(f"{k} {v:.3f}" for k, v in ev["student_vs_teacher"].items()),
              f"{'format':10s} {'precision':24s} {'enc ms':>7s} {'dec ms':>7s} {'MB':>6s} {'mIoU/teacher':>12s} {'drop':>7s}"]
     for r in sorted(flat_rows([bench]), key=lambda r: (r["format"], r["encoder_ms_p50"] or 1e9)):
