@@ -66,6 +66,7 @@ def decoder_feed(manifest: dict, embedding: np.ndarray, num_points: int) -> dict
 
 def measure(export_dir: Path, repeats: int, num_points: int, threads: int, formats=None) -> dict:
     from sam_edge.runtime import BackendUnavailable, get_backend, load_manifest
+    from sam_edge.runtime.manifest import artifact_path
     from sam_edge.runtime.predictor import encoder_input
 
     torch.set_num_threads(threads)
@@ -101,7 +102,7 @@ def measure(export_dir: Path, repeats: int, num_points: int, threads: int, forma
             for attr in ("threads", "num_threads"):
                 if hasattr(backend, attr):
                     setattr(backend, attr, threads)
-            sess = backend.load(export_dir / art["file"])
+            sess = backend.load(artifact_path(export_dir, art))
             if art["role"] == "encoder":
                 inp = {sess.input_names[0]: x}
                 row["latency_ms"] = 1e3 * timed(lambda: sess.run(inp), repeats, warmup=2)

@@ -103,6 +103,7 @@ PROVIDERS: Optional[list[str]] = None  # onnxruntime execution providers (--prov
 
 def _load(art: dict, export_dir: Path, threads: Optional[int]):
     from sam_edge.runtime import get_backend
+    from sam_edge.runtime.manifest import artifact_path
 
     backend = get_backend(art["format"])
     if PROVIDERS and hasattr(backend, "providers"):
@@ -111,7 +112,7 @@ def _load(art: dict, export_dir: Path, threads: Optional[int]):
         if threads and hasattr(backend, attr):
             setattr(backend, attr, threads)
     t = time.perf_counter()
-    session = backend.load(export_dir / art["file"])
+    session = backend.load(artifact_path(export_dir, art))
     return session, time.perf_counter() - t
 
 

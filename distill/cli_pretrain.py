@@ -38,10 +38,9 @@ def config_from_args(args: argparse.Namespace):
 
     values: dict = {}
     if args.config:
-        import yaml
+        from .distill import read_yaml_mapping
 
-        with open(args.config) as fh:
-            values.update(yaml.safe_load(fh) or {})
+        values.update(read_yaml_mapping(args.config))
     for f in dataclasses.fields(PretrainConfig):
         v = getattr(args, f.name, None)
         if v is not None:

@@ -277,8 +277,6 @@ def config_from_dict(data: dict[str, Any]) -> DistillConfig:
 def _apply_override(data: dict[str, Any], item: str, root: str = ROOT) -> None:
     """Set ``KEY=VALUE`` (value parsed as YAML) in the section mapping ``data``; ``root`` names
     the section in errors and is accepted as a key prefix."""
-    import yaml
-
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. stage1.lr=1e-3")
     key, text = item.split("=", 1)
@@ -289,8 +287,8 @@ def _apply_override(data: dict[str, Any], item: str, root: str = ROOT) -> None:
     if not all(parts):
         raise ConfigError(f"--set {item!r}: bad key {key!r}")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = safe_yaml(text, f"--set {key}")
+    except ConfigError:
         value = text
     node = data
     for i, p in enumerate(parts[:-1]):
@@ -303,6 +301,29 @@ def _apply_override(data: dict[str, Any], item: str, root: str = ROOT) -> None:
     node[parts[-1]] = value
 
 
+#: largest config file read (bytes): a config is a page of settings, not data
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def safe_yaml(text: str, name: str) -> Any:
+    """``yaml.safe_load`` without aliases: ``*name`` references are refused (an alias bomb, a few
+    hundred bytes that expand to gigabytes, hangs any code that walks or formats the result)."""
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):  # noqa: ANN001 - PyYAML's signature
+            if self.check_event(yaml.AliasEvent):
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"{name}: line {mark.line + 1}: YAML aliases (*name) are not accepted in configs; "
+                                  "write the value out")
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{name}: not valid YAML ({exc})") from None
+
+
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML file whose top level is a mapping; errors name the file."""
     import yaml
@@ -310,8 +331,10 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = safe_yaml(path.read_text(), str(path)) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(raw, dict):

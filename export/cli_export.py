@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "manifest instead of failing; repeatable")
     parser.add_argument("--same-process", action="store_true", help="export every format in this process")
     parser.add_argument("--out", required=True, help="export directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="--out holds an export of another model: remove its manifest and the artifacts it lists "
+                             "first (without this flag that is an error; an export of the same model is merged)")
 
 
 def resolve_images(args) -> tuple[list, list]:
@@ -81,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     accept = _accept(args.accept)
     if args.calib_images < 0 or args.verify_images < 1:
         raise ValueError("--calib-images must be >= 0 and --verify-images >= 1")
+    if getattr(args, "overwrite", False):
+        _clear_export(args.out)
     if len(formats) > 1 and not args.same_process:
         # one fresh process per format, same arguments otherwise
         for fmt in formats:
@@ -109,6 +114,31 @@ def run(args: argparse.Namespace) -> int:
                       normalize_inside=args.normalize == "inside", mask_outputs=args.mask_outputs,
                       accept_failures=accept)
     return _summary(args.out)
+
+
+def _clear_export(out_dir) -> None:
+    """``--overwrite``: remove the manifest of ``out_dir`` and the artifacts it lists (only those
+    inside the folder; nothing else in it is touched)."""
+    import json
+    from pathlib import Path
+
+    from sam_edge.runtime.manifest import MANIFEST_NAME, ManifestError, artifact_path
+
+    from .common import _remove
+
+    man = Path(out_dir) / MANIFEST_NAME
+    if not man.is_file():
+        return
+    try:
+        arts = json.loads(man.read_text()).get("artifacts", [])
+    except (ValueError, AttributeError):
+        arts = []
+    for art in arts if isinstance(arts, list) else []:
+        try:
+            _remove(artifact_path(out_dir, art))
+        except (ManifestError, OSError):
+            continue  # an entry pointing outside the folder is never deleted
+    man.unlink()
 
 
 def _argv_for_format(args, fmt: str) -> list[str]:

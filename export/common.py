@@ -129,6 +129,13 @@ class ExportDir:
                 old = json.loads(old_path.read_text())
             except json.JSONDecodeError:
                 old = {}
+            if isinstance(old, dict) and old.get("model") not in (None, self.manifest["model"]):
+                theirs = (old.get("model") or {}).get("name") if isinstance(old.get("model"), dict) else old.get("model")
+                ours = self.manifest["model"].get("name")
+                what = f"model {theirs!r}" if theirs != ours else f"another configuration of {ours!r}"
+                raise ExportError(f"{self.path}: holds an export of {what}; exporting {ours!r} there would drop "
+                                  f"its artifacts from the manifest. Choose another --out, or pass --overwrite "
+                                  f"to replace that export")
             same = all(old.get(k) == self.manifest[k] for k in ("model", "image_size", "normalize_inside", "mask_outputs"))
             if same:
                 self.manifest["artifacts"] = [a for a in old.get("artifacts", []) if (self.path / a["file"]).exists()]

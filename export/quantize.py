@@ -76,7 +76,18 @@ def load_torchao(path: str | Path) -> Sam:
 
     from sam_edge.registry import ModelConfig, build_sam
 
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: the file is data, never code (a pickle with a __reduce__ would run on load);
+    # torchao registers its quantised tensor types as safe globals on import
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError and friends, named
+        raise ValueError(f"{path}: not a torchao model file written by `sam-edge quantize --torchao` "
+                         f"(torch.load weights_only=True refused it: {str(exc).splitlines()[0][:200]})") from None
+    missing = [k for k in ("state_dict", "config", "method") if not isinstance(payload, dict) or k not in payload]
+    if missing:
+        raise ValueError(f"{path}: not a torchao model file (missing {', '.join(missing)})")
     model = reparameterize_model(build_sam(ModelConfig.from_dict(json.loads(payload["config"]))).eval())
     from torchao.quantization import quantize_
 

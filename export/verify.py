@@ -21,6 +21,7 @@ import torch
 
 from sam_edge.modeling.sam import Sam
 from sam_edge.runtime.backends import get_backend
+from sam_edge.runtime.manifest import artifact_path
 from sam_edge.runtime.predictor import _point_inputs, encoder_input  # noqa: F401 (encoder_input re-exported)
 from sam_edge.transforms import ResizeLongestSide
 
@@ -164,7 +165,7 @@ def verify_artifact(
     if not images:
         raise ValueError("verify_artifact: needs at least one real image")
     model.eval()
-    session = get_backend(entry["format"]).load(Path(export_dir) / entry["file"])
+    session = get_backend(entry["format"]).load(artifact_path(export_dir, entry))
     if entry["role"] == "encoder":
         metrics = verify_encoder(session, model, images, normalize_inside)
     else:

@@ -62,7 +62,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({exc})") from exc
         config = json.loads(meta[CONFIG_METADATA_KEY]) if CONFIG_METADATA_KEY in meta else None
-        return sd, config
+        return _check_finite(sd, path), config
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -74,7 +74,17 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
     except (RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"checkpoint {path}: not a readable torch file ({exc})") from exc
     config = obj.get("config") if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping) else None
-    return _unwrap(obj, path), config
+    return _check_finite(_unwrap(obj, path), path), config
+
+
+def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> Mapping[str, torch.Tensor]:
+    """Refuse weights holding NaN or inf: such a model answers NaN scores and empty masks
+    without an error."""
+    bad = [k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(f"checkpoint {path}: non-finite weights (NaN or inf) in {', '.join(bad[:5])}{more}")
+    return sd
 
 
 def describe_state_dict(sd: Mapping[str, torch.Tensor]) -> str:

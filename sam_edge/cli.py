@@ -56,9 +56,32 @@ def _version() -> str:
 USER_ERRORS = {"ConfigError", "RunStateError", "ManifestError", "BackendUnavailable", "ExportError", "VerificationError", "BenchError", "DeviceError"}
 
 
+#: options whose value may start with a minus sign (a prompt outside the image must reach the
+#: out-of-image check, not argparse's "expected one argument")
+SIGNED_VALUE_OPTIONS = ("--point", "--box")
+
+
+def _join_signed_values(argv: Sequence[str]) -> list[str]:
+    """``--point -5,10`` -> ``--point=-5,10`` (argparse reads a leading '-' as an option)."""
+    out: list[str] = []
+    it = iter(argv)
+    for a in it:
+        if a in SIGNED_VALUE_OPTIONS:
+            nxt = next(it, None)
+            if nxt is not None and len(nxt) > 1 and nxt[0] == "-" and (nxt[1].isdigit() or nxt[1] == "."):
+                out.append(f"{a}={nxt}")
+                continue
+            out.append(a)
+            if nxt is not None:
+                out.append(nxt)
+            continue
+        out.append(a)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_signed_values(sys.argv[1:] if argv is None else argv))
     from .checkpoint import CheckpointError
     from .image import ImageError
     from .predictor import PromptError

@@ -2,11 +2,38 @@
 gets one clear error (or one stated conversion) instead of a shape error deep in torch."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: Default largest image (width x height) any command decodes: 64 megapixels (e.g. 8000 x 8000).
+#: Checked from the file header, before decoding. Raise it with the environment variable
+#: ``SAM_EDGE_MAX_PIXELS`` (e.g. ``SAM_EDGE_MAX_PIXELS=200000000``); 0 removes the limit.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+def max_pixels() -> int:
+    """The pixel limit in force (``SAM_EDGE_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`)."""
+    raw = os.environ.get("SAM_EDGE_MAX_PIXELS", "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise ImageError(f"SAM_EDGE_MAX_PIXELS={raw!r}: expected a number of pixels (0 = no limit)") from None
+    return max(0, value)
+
+
+def check_pixel_limit(size: tuple[int, int], name: str) -> None:
+    """Refuse an image of ``size`` (width, height) above :func:`max_pixels`, naming it."""
+    limit = max_pixels()
+    w, h = size
+    if limit and w * h > limit:
+        raise ImageError(f"{name}: {w} x {h} = {w * h / 1e6:.0f} megapixels is above the limit of "
+                         f"{limit / 1e6:.0f} megapixels (set SAM_EDGE_MAX_PIXELS to raise it)")
 
 
 class ImageError(ValueError):
@@ -85,7 +112,10 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"image path is not a file: {path}")
     try:
         with Image.open(path) as im:
+            check_pixel_limit(im.size, str(path))  # from the header, before decoding
             im.load()
+            # the displayed frame (EXIF orientation applied), where users place their prompts
+            im = ImageOps.exif_transpose(im)
             mode = im.mode
             if mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im).astype(np.uint32)
@@ -97,6 +127,10 @@ def load_image(path: str | Path) -> np.ndarray:
                 warnings.warn(f"{path}: converted {mode} -> RGB", stacklevel=2)
                 im = im.convert("RGB")
             arr = np.asarray(im)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: refused by Pillow's decompression-bomb check ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read image {path}: corrupt or not an image ({exc})") from exc
     return to_rgb_uint8(arr, name=str(path))

@@ -133,6 +133,12 @@ def check_image_file(path: Path, verify: bool = True) -> tuple[tuple[int, int] |
     try:
         with Image.open(path) as im:
             size = im.size
+            from sam_edge.image import ImageError, check_pixel_limit
+
+            try:
+                check_pixel_limit(size, str(path))
+            except ImageError as exc:
+                return None, UNREADABLE_IMAGE, str(exc)
             if not verify:
                 return size, "", ""
             if im.format == "JPEG":

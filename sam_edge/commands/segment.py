@@ -3,6 +3,9 @@ result.json (scores, prompts, model, timings) into --out."""
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
 import math
 import time
 from pathlib import Path
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..image import load_image
     from ..predictor import PromptError, SamPredictor
     from ..registry import bundled_weights_path, get_config
-    from ..utils.io import atomic_path, write_json_atomic
+    from ..utils.io import write_json_atomic
     from ..visualize import overlay_masks
 
     if not args.point and args.box is None:
@@ -90,31 +93,70 @@ def run(args: argparse.Namespace) -> int:
     t2 = time.perf_counter()
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    order = np.argsort(-scores)
-    files = []
-    for rank, i in enumerate(order):
-        name = f"mask_{rank}.png"
-        with atomic_path(out / name) as tmp:
-            Image.fromarray(masks[i].astype(np.uint8) * 255).save(tmp, format="PNG")
-        files.append({"file": name, "score": float(scores[i]), "area": int(masks[i].sum())})
-    with atomic_path(out / "overlay.png") as tmp:
-        Image.fromarray(overlay_masks(image, [masks[order[0]]], points=coords, labels=labels, boxes=box)).save(tmp, format="PNG")
-    result = {
-        "image": str(args.image),
-        "image_size": [int(image.shape[0]), int(image.shape[1])],
-        **source,
-        "prompts": {
-            "points": coords.tolist() if coords is not None else None,
-            "labels": labels.tolist() if labels is not None else None,
-            "box": box.tolist() if box is not None else None,
-            "multimask": bool(args.multimask),
-        },
-        "masks": files,
-        "timing_s": {"encoder": round(t1 - t0, 4), "decoder": round(t2 - t1, 4)},
-    }
-    write_json_atomic(out / "result.json", result)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    # the result set is written to a staging folder beside --out, then published at once: a
+    # failure (read-only folder, full disk) leaves the previous result as it was
+    staging = out.parent / f".{out.name}.staging-{os.getpid()}"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        order = np.argsort(-scores)
+        files = []
+        for rank, i in enumerate(order):
+            name = f"mask_{rank}.png"
+            Image.fromarray(masks[i].astype(np.uint8) * 255).save(staging / name, format="PNG")
+            files.append({"file": name, "score": float(scores[i]), "area": int(masks[i].sum())})
+        Image.fromarray(overlay_masks(image, [masks[order[0]]], points=coords, labels=labels, boxes=box)).save(
+            staging / "overlay.png", format="PNG")
+        result = {
+            "image": str(args.image),
+            "image_size": [int(image.shape[0]), int(image.shape[1])],
+            **source,
+            "prompts": {
+                "points": coords.tolist() if coords is not None else None,
+                "labels": labels.tolist() if labels is not None else None,
+                "box": box.tolist() if box is not None else None,
+                "multimask": bool(args.multimask),
+            },
+            "masks": files,
+            "timing_s": {"encoder": round(t1 - t0, 4), "decoder": round(t2 - t1, 4)},
+        }
+        write_json_atomic(staging / "result.json", result)
+        _publish(staging, out)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot write the result ({exc.strerror or exc}); nothing was changed "
+                         f"there") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     best = files[0]
     print(f"{len(files)} mask(s) -> {out}/ (best score {best['score']:.3f}, area {best['area']} px); "
           f"encoder {t1 - t0:.3f} s, decoder {1000 * (t2 - t1):.1f} ms")
     return 0
+
+
+#: the files a segment result set consists of
+_RESULT_FILE = re.compile(r"mask_\d+\.png|overlay\.png|result\.json")
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Make the files in ``staging`` the result set in ``out``. A folder holding only an earlier
+    result set (or nothing) is swapped whole (rename: all new or all old); a folder with other
+    files keeps them: stale result files are removed and the new ones moved in, result.json last."""
+    if out.is_dir() and any(not _RESULT_FILE.fullmatch(p.name) for p in out.iterdir()):
+        for old in out.iterdir():
+            if _RESULT_FILE.fullmatch(old.name) and not (staging / old.name).exists():
+                old.unlink()
+        for f in sorted(staging.iterdir(), key=lambda p: p.name == "result.json"):
+            os.replace(f, out / f.name)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(staging, out)
+    except OSError:
+        if old.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,11 +1,11 @@
 """Serve the browser demo (apps/web: onnxruntime-web, WASM) with an export directory's ONNX
 encoder + decoder mapped at /artifacts/. Everything runs in the page; this is a static file
-server (http.server) bound to 127.0.0.1 by default."""
+server (http.server) bound to 127.0.0.1 by default that serves only the page's files, the
+manifest and the ONNX files it lists (no directory listings, no other files, no symlink out)."""
 from __future__ import annotations
 
 import argparse
 import http.server
-import posixpath
 import sys
 import threading
 import urllib.parse
@@ -15,6 +15,8 @@ from typing import Optional
 ARTIFACTS_PREFIX = "/artifacts/"
 # what vendor.sh copies from node_modules/onnxruntime-web/dist
 VENDOR_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+# everything the page loads from apps/web (the only web files served)
+WEB_FILES = frozenset({"index.html", "app.js", "style.css", *(f"vendor/{f}" for f in VENDOR_FILES)})
 
 
 def web_root() -> Path:
@@ -45,7 +47,7 @@ def check_web_dir(web_dir: Path) -> Path:
 def check_artifacts(artifacts_dir: Path, precision: str = "fp32") -> tuple[dict, dict, dict]:
     """(manifest, encoder, decoder) of the ONNX artifacts the page will load; ManifestError naming
     the problem (no manifest, no ONNX encoder / decoder, missing or modified file)."""
-    from ..runtime.manifest import ManifestError, load_manifest, select_artifacts, sha256_file
+    from ..runtime.manifest import ManifestError, artifact_path, load_manifest, select_artifacts, sha256_file
 
     artifacts_dir = Path(artifacts_dir)
     if not artifacts_dir.is_dir():
@@ -59,7 +61,7 @@ def check_artifacts(artifacts_dir: Path, precision: str = "fp32") -> tuple[dict,
         )
     enc, dec = select_artifacts(manifest, precision, "onnx")
     for art in (enc, dec):
-        f = artifacts_dir / art["file"]
+        f = artifact_path(artifacts_dir, art)
         if not f.is_file():
             raise ManifestError(f"{f}: the ONNX {art['role']} listed in {artifacts_dir / 'manifest.json'} is missing")
         if art.get("sha256") and sha256_file(f) != art["sha256"]:
@@ -91,15 +93,37 @@ class DemoHandler(http.server.SimpleHTTPRequestHandler):
         super().__init__(*args, directory=str(self.web_dir), **kwargs)
 
     def translate_path(self, path: str) -> str:
+        """Only the files the page needs: ``index.html``, ``app.js``, ``style.css``, the vendored
+        onnxruntime-web files, and under /artifacts/ the manifest and the files it lists (each
+        resolved inside the artifacts folder: a symlink or ``..`` that leaves it is refused).
+        Anything else (other files, dotfiles, directories) answers 404."""
         path = urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0])
-        if path.startswith(ARTIFACTS_PREFIX) or path == ARTIFACTS_PREFIX.rstrip("/"):
-            base, rest = self.artifacts_dir, path[len(ARTIFACTS_PREFIX):]
-        else:
-            base, rest = self.web_dir, path
-        parts = [p for p in posixpath.normpath("/" + rest).split("/") if p and p not in (".", "..")]
-        if any(p.startswith(".") for p in parts):  # no dotfiles (.git, .venv, ...)
-            return str(base / "__no_dotfiles__" / "denied")
-        return str(base.joinpath(*parts)) if parts else str(base)
+        denied = str(self.web_dir / "__not_served__" / "denied")
+        if path.startswith(ARTIFACTS_PREFIX):
+            return str(self._artifact_file(path[len(ARTIFACTS_PREFIX):]) or denied)
+        rel = "index.html" if path in ("", "/") else path.lstrip("/")
+        if rel not in WEB_FILES:
+            return denied
+        f = (self.web_dir / rel).resolve()
+        return str(f) if self.web_dir in f.parents else denied
+
+    def _artifact_file(self, rel: str) -> Optional[Path]:
+        from ..runtime.manifest import MANIFEST_NAME, ManifestError, artifact_path, load_manifest
+
+        if rel == MANIFEST_NAME:
+            return self.artifacts_dir / MANIFEST_NAME
+        try:  # read per request: a re-export while serving is picked up
+            manifest = load_manifest(self.artifacts_dir, check_hashes=False)
+            for art in manifest["artifacts"]:
+                if art.get("file") == rel and art.get("format") == "onnx":
+                    return artifact_path(self.artifacts_dir, art)
+        except ManifestError as exc:
+            self.log_message("refused /artifacts/%s: %s", rel, exc)
+        return None
+
+    def list_directory(self, path):  # never list a folder
+        self.send_error(404, "File not found")
+        return None
 
     def end_headers(self) -> None:
         self.send_header("Cross-Origin-Opener-Policy", "same-origin")

@@ -52,6 +52,31 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def artifact_path(export_dir: str | Path, entry: dict[str, Any] | str) -> Path:
+    """The file of a manifest entry (or a relative name), checked to lie inside ``export_dir``:
+    an absolute path, ``..`` components, or a symlink whose target leaves the folder (also any
+    symlink inside a directory artifact such as an ``.mlpackage``) is a :class:`ManifestError`.
+    A manifest is data read from disk: it must not be able to make us read, hash or load a file
+    elsewhere. Returns the resolved path."""
+    root = Path(export_dir).resolve()
+    name = entry.get("file") if isinstance(entry, dict) else entry
+    where = f"{Path(export_dir) / MANIFEST_NAME}"
+    if not isinstance(name, str) or not name.strip():
+        raise ManifestError(f"{where}: artifact entry without a file name: {entry!r}")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ManifestError(f"{where}: artifact file {name!r} is not a plain path inside the export directory {root}")
+    path = (root / rel).resolve()
+    if path != root and root not in path.parents:
+        raise ManifestError(f"{where}: artifact file {name!r} leads outside the export directory {root} (to {path})")
+    if path.is_dir():
+        for f in path.rglob("*"):
+            target = f.resolve()
+            if root not in target.parents:
+                raise ManifestError(f"{where}: {f} inside artifact {name!r} links outside the export directory {root}")
+    return path
+
+
 def load_manifest(export_dir: str | Path, check_hashes: bool = True) -> dict[str, Any]:
     """Read ``export_dir/manifest.json``; with ``check_hashes`` refuse any artifact whose file is
     missing or whose sha256 / size differs from the manifest (naming the file)."""
@@ -71,9 +96,13 @@ def load_manifest(export_dir: str | Path, check_hashes: bool = True) -> dict[str
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise ManifestError(f"{path}: schema_version {version!r} not supported (expected {SCHEMA_VERSION})")
+    if not isinstance(manifest["artifacts"], list) or not all(isinstance(a, dict) for a in manifest["artifacts"]):
+        raise ManifestError(f"{path}: 'artifacts' must be a list of objects")
+    for art in manifest["artifacts"]:
+        artifact_path(export_dir, art)  # every entry inside the folder, hashed or not
     if check_hashes:
         for art in manifest["artifacts"]:
-            f = export_dir / art["file"]
+            f = artifact_path(export_dir, art)
             if not f.exists():
                 raise ManifestError(f"{f}: listed in {path} but missing")
             digest = sha256_file(f)

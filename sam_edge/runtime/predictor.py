@@ -18,7 +18,7 @@ from ..image import check_rgb_uint8
 from ..predictor import validate_prompts
 from ..transforms import ResizeLongestSide, normalize_pad
 from .backends import get_backend
-from .manifest import load_manifest, select_artifacts
+from .manifest import artifact_path, load_manifest, select_artifacts
 
 
 def _pad_raw_with_mean(resized: np.ndarray, image_size: int, pixel_mean) -> np.ndarray:
@@ -93,8 +93,8 @@ class ArtifactPredictor:
         side = int(self.manifest["mask_input_size"])
         self.low_res_size = (side, side)
         self.transform = ResizeLongestSide(self.image_size)
-        self.encoder = get_backend(enc["format"]).load(self.export_dir / enc["file"])
-        self.decoder = get_backend(dec["format"]).load(self.export_dir / dec["file"])
+        self.encoder = get_backend(enc["format"]).load(artifact_path(self.export_dir, enc))
+        self.decoder = get_backend(dec["format"]).load(artifact_path(self.export_dir, dec))
         self.reset_image()
 
     def reset_image(self) -> None:
