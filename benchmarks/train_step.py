@@ -81,6 +81,18 @@ def _time(step: Callable[[], None], device: torch.device, warmup: int, steps: in
     return out
 
 
+def _measure(trainer: Any, batches: list[dict], device: torch.device,
+             args: argparse.Namespace) -> tuple[list[float], float | None]:
+    """Step times and GPU busy share of ``trainer`` cycling over the preloaded ``batches``."""
+    fn = _step_fn(trainer)
+    it = iter(range(10**9))
+
+    def step() -> None:
+        fn(batches[next(it) % len(batches)])
+
+    return _time(step, device, args.warmup, args.steps), _gpu_share(step, device, args.profile_steps)
+
+
 # ------------------------------------------------------------------------------------- tasks
 def bench_pretrain(args: argparse.Namespace, data: Path, work: Path) -> dict[str, Any]:
     from distill.pretrain import PretrainConfig, Trainer
@@ -100,14 +112,7 @@ def bench_pretrain(args: argparse.Namespace, data: Path, work: Path) -> dict[str
         load = tr.load_batch
         batches.append(load(idx, step=s) if "step" in inspect.signature(load).parameters else load(idx))
     data_s = (time.perf_counter() - t0) / len(batches)
-    fn = _step_fn(tr)
-    it = iter(range(10**9))
-
-    def step() -> None:
-        fn(batches[next(it) % len(batches)])
-
-    times = _time(step, tr.device, args.warmup, args.steps)
-    share = _gpu_share(step, tr.device, args.profile_steps)
+    times, share = _measure(tr, batches, tr.device, args)
     return _row("pretrain", f"{cfg.model}, {cfg.batch_size} img x {cfg.masks_per_image} masks, "
                 f"1+{cfg.corrections}+{cfg.extra_iters} decoder calls", cfg.batch_size, times, share, data_s, tr.device)
 
@@ -135,14 +140,7 @@ def _distiller(args: argparse.Namespace, data: Path, work: Path, stage: str):
 
 def bench_stage(args: argparse.Namespace, data: Path, work: Path, stage: str) -> dict[str, Any]:
     dist, st, batches, data_s = _distiller(args, data, work, stage)
-    fn = _step_fn(st)
-    it = iter(range(10**9))
-
-    def step() -> None:
-        fn(batches[next(it) % len(batches)])
-
-    times = _time(step, dist.device, args.warmup, args.steps)
-    share = _gpu_share(step, dist.device, args.profile_steps)
+    times, share = _measure(st, batches, dist.device, args)
     b = st.cfg.batch_size
     what = (f"{args.student} from {args.teacher} (live), {b} img" if stage == "stage1" else
             f"{args.student} vs {args.teacher} (live), {b} img x 4 masks, 1+{args.stage2_corrections} calls")

@@ -26,7 +26,6 @@ Task hooks (see :class:`Engine`): ``planned_steps``, ``prepare_data``, ``trainab
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -546,7 +545,3 @@ def freeze_unused(encoder: nn.Module, size: int, device: torch.device) -> list[s
     if unused:
         log.info("image-encoder parameters outside the forward pass, kept frozen: %s", ", ".join(unused))
     return unused
-
-
-def dataclass_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
