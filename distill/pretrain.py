@@ -270,6 +270,7 @@ class Trainer(Engine):
 
     def trainable(self) -> nn.Module:
         self.model.requires_grad_(True)
+        self.model.mask_decoder.use_gemm_upscaling()  # same function, faster backward
         return _RolloutLoss(self.model, self.cfg)
 
     def find_unused(self, module: nn.Module) -> bool:

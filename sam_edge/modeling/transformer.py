@@ -8,6 +8,18 @@ from torch import nn
 from .common import MLPBlock
 
 
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``; when it is trained in bf16 on the CPU (autocast or
+    bf16 activations) it runs in fp32: the CPU flash kernel's bf16 backward is ~10x slower than
+    its fp32 one (torch 2.13, measured with ``benchmarks/train_step.py``)."""
+    if q.device.type == "cpu" and torch.is_grad_enabled() and (
+        q.dtype == torch.bfloat16 or torch.is_autocast_enabled("cpu")
+    ):
+        with torch.autocast("cpu", enabled=False):
+            return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class Attention(nn.Module):
     """Multi-head attention whose q/k/v projections may downscale the embedding size."""
 
@@ -30,7 +42,7 @@ class Attention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q: B x Nq x C, k and v: B x Nk x C -> B x Nq x C."""
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = sdpa(q, k, v)
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 
