@@ -260,3 +260,29 @@ def test_torch_export_matches_eager():
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         torch.testing.assert_close(exported.module()(x), model(x), atol=1e-5, rtol=0)
+
+
+def test_window_padding_by_concatenation_equals_zero_padding():
+    """The window padding is written as concatenations (XNNPACK rejects the quantized pad op):
+    it must be exactly F.pad's bottom / right zero padding, padded tokens attended to."""
+    import torch.nn.functional as F
+
+    from sam_edge.modeling.tiny_vit import TinyViTBlock
+
+    torch.manual_seed(0)
+    blk = TinyViTBlock(16, num_heads=2, window_size=5).eval()
+    x = torch.randn(2, 14, 13, 16)
+
+    def reference(x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        ws = 5
+        ph, pw = (ws - h % ws) % ws, (ws - w % ws) % ws
+        xp = F.pad(x, (0, 0, 0, pw, 0, ph))
+        nh, nw = (h + ph) // ws, (w + pw) // ws
+        t = xp.reshape(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
+        t = blk.attn(t).view(b, nh, nw, ws, ws, c).transpose(2, 3).reshape(b, nh * ws, nw * ws, c)
+        return t[:, :h, :w]
+
+    with torch.no_grad():
+        torch.testing.assert_close(blk._window_attention(x), reference(x), rtol=0, atol=0)
+    assert "pad" not in str(torch.export.export(blk, (x,)).graph)  # no pad op left for XNNPACK

@@ -256,7 +256,13 @@ class TinyViTBlock(nn.Module):
         ws = self.window_size
         pad_h, pad_w = (ws - h % ws) % ws, (ws - w % ws) % ws
         if pad_h or pad_w:
-            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+            # zero padding on the bottom / right, as F.pad(x, (0, 0, 0, pad_w, 0, pad_h)) does, but
+            # written as concatenations: XNNPACK rejects the quantized StaticConstantPad this
+            # becomes in ExecuTorch int8 graphs (xnn_status_invalid_parameter), concat it takes
+            if pad_w:
+                x = torch.cat([x, x.new_zeros(b, h, pad_w, c)], dim=2)
+            if pad_h:
+                x = torch.cat([x, x.new_zeros(b, pad_h, w + pad_w, c)], dim=1)
         nh, nw = (h + pad_h) // ws, (w + pad_w) // ws
         x = x.reshape(b, nh, ws, nw, ws, c).transpose(2, 3).reshape(b * nh * nw, ws * ws, c)
         x = self.attn(x)
