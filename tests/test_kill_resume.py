@@ -135,6 +135,8 @@ def test_data_synth_killed_at_random_points(tmp_path):
     kills = [
         (lambda: True, rng.uniform(0.0, 1.0)),  # during start-up / the first images
         (done(rng.randint(10, n // 2)), rng.uniform(0.0, 0.05)),  # while images are being written
+        (done(rng.randint(n // 4, n // 2)), rng.uniform(0.0, 0.05)),
+        (done(rng.randint(n // 2, n - 10)), rng.uniform(0.0, 0.05)),
         (done(rng.randint(n // 2, n - 10)), rng.uniform(0.0, 0.05)),
     ]
     killed = [_kill_when(cmd, ready, extra, tmp_path / f"kill{i}.log") for i, (ready, extra) in enumerate(kills)]
