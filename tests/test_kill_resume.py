@@ -195,6 +195,9 @@ def test_pretrain_killed_at_random_points_resumes_exactly(data, tmp_path):
         resume = ("--resume",) if (out / "checkpoints" / "last.pt").is_file() else ()
         killed.append(_kill_when(cmd(out, *resume), ready, extra, tmp_path / f"kill{i}.log"))
     assert any(killed[1:]), f"seed {SEED}: the job finished before every mid-run kill"
+    # a kill inside torch.save leaves this (the write takes milliseconds here: planted, not hit by chance)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    (out / "checkpoints" / ".last.pt.killed.tmp").write_bytes(os.urandom(1000))
     _run(cmd(out, "--resume"))
     assert _leftovers(out) == [], f"seed {SEED}"
     assert (out / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes(), f"seed {SEED}"
@@ -235,6 +238,10 @@ def test_distill_killed_at_random_points_in_both_stages(data, tmp_path):
              (rows("stage2", rng.randint(0, 4)), rng.uniform(0.0, 0.3))]
     killed = [_kill_when(cmd, ready, extra, tmp_path / f"kill{i}.log") for i, (ready, extra) in enumerate(kills)]
     assert any(killed[1:]), f"seed {SEED}: the job finished before every mid-run kill"
+    # what kills inside a checkpoint / weights write leave (too short a window to hit by chance here)
+    for f in ("stage1/checkpoints/.last.pt.killed.tmp", ".student.safetensors.killed.tmp"):
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        (out / f).write_bytes(os.urandom(1000))
     _run(cmd)
     assert _leftovers(out) == [], f"seed {SEED}"
     for f in ("student.safetensors", "stage1/student.safetensors", "stage2/student.safetensors"):
