@@ -54,7 +54,7 @@ from torch import nn
 from sam_edge.checkpoint import check_state_dict, read_state_dict, save_model
 from sam_edge.modeling.sam import Sam
 from sam_edge.registry import ModelConfig, build_sam, bundled_weights_path, create_model, get_config, list_models
-from sam_edge.utils.io import write_json_atomic
+from sam_edge.utils.io import remove_stale_temps, write_json_atomic
 
 from training import ddp
 from training.engine import Engine, RunStateError, amp_dtype, autocast, freeze_unused, mix_seed
@@ -1054,6 +1054,7 @@ class Distiller:
         try:
             if self.env.is_main:
                 self.out.mkdir(parents=True, exist_ok=True)
+                remove_stale_temps(self.out)  # left by a killed run
                 write_json_atomic(self.out / "config.json", dataclasses.asdict(cfg))
             t0 = time.perf_counter()
             s1 = _Stage1(self, cfg.stage1).run(resume, progress)

@@ -620,8 +620,11 @@ def generate_dataset(out: str | Path, num_images: int, image_size: int | Sequenc
     _rng_for(seed, 0)  # validates the seed
     if not 1 <= int(jpeg_quality) <= 100:
         raise ValueError(f"jpeg_quality must be in 1..100, got {jpeg_quality}")
+    from sam_edge.utils.io import remove_stale_temps
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # a killed run's half-written files
     params = {"format": "sa1b", "generator": "distill.synth", "version": GENERATOR_VERSION,
               "seed": int(seed), "image_size": [h, w], "jpeg_quality": int(jpeg_quality)}
     index_path = out / "index.json"

@@ -85,7 +85,6 @@ def _torchao(args, model) -> int:
 
 
 def _qat(args, model) -> int:
-    import tempfile
     from pathlib import Path
 
     from sam_edge.registry import create_model
@@ -114,7 +113,7 @@ def _qat(args, model) -> int:
     xd = ExportDir(args.out, model, verify_images=held)
     wrapper = EncoderWrapper(model).eval()
     ex = wrapper.example_inputs()
-    with tempfile.TemporaryDirectory(dir=xd.path, prefix=".qat-") as tmp:
+    with xd.scratch("qat") as tmp:
         staged = Path(tmp) / "encoder_int8_qat.pte"
         summary = lower_to_pte(ep_qat, staged, staged.name)
         quant = {"method": "torchao.quantization.pt2e prepare_qat_pt2e / convert_pt2e + XNNPACKQuantizer(is_qat)",

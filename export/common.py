@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -117,6 +119,7 @@ class ExportDir:
                  accept_failures: Optional[Mapping[str, str]] = None) -> None:
         self.path = Path(out_dir)
         self.path.mkdir(parents=True, exist_ok=True)
+        _remove_stale_scratch(self.path)
         self.model = model.eval()
         self.normalize_inside = normalize_inside
         self.mask_outputs = mask_outputs
@@ -139,6 +142,12 @@ class ExportDir:
             same = all(old.get(k) == self.manifest[k] for k in ("model", "image_size", "normalize_inside", "mask_outputs"))
             if same:
                 self.manifest["artifacts"] = [a for a in old.get("artifacts", []) if (self.path / a["file"]).exists()]
+
+    def scratch(self, fmt: str) -> tempfile.TemporaryDirectory:
+        """A temporary folder inside the export directory for ``fmt``'s intermediate files, named
+        with this process id (``.<fmt>-<pid>-<random>``) so that a later export can tell a killed
+        export's leftovers from a running one's."""
+        return tempfile.TemporaryDirectory(dir=self.path, prefix=f".{fmt}-{os.getpid()}-")
 
     def staging(self, name: str) -> Path:
         """A temporary path inside the export directory (same filesystem, so the final move is
@@ -182,6 +191,28 @@ class ExportDir:
         add_artifact(self.manifest, entry)
         write_manifest(self.path, self.manifest)
         return entry
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale_scratch(folder: Path) -> None:
+    """What a killed export left in ``folder``: scratch folders and staged files of processes that
+    are gone (``.<fmt>-<pid>-*``, ``.staging-<pid>-*``) and temporary manifests."""
+    from sam_edge.utils.io import remove_stale_temps
+
+    for p in folder.glob(".*"):
+        m = re.match(r"\.[a-z]+-(\d+)-", p.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            _remove(p)
+    remove_stale_temps(folder)
 
 
 def _remove(path: Path) -> None:

@@ -27,7 +27,6 @@ import contextlib
 import io
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
@@ -371,7 +370,7 @@ def export_coreml(
     dims = dict(image_size=int(model.image_size), embed_dim=int(model.prompt_encoder.embed_dim),
                 num_outputs=dec.num_outputs)
     base_needed = {"fp16"} if any(p in COMPRESSED for p in precisions) else set()
-    with tempfile.TemporaryDirectory(dir=xd.path, prefix=".coreml-") as tmp:
+    with xd.scratch("coreml") as tmp:
         tmp = Path(tmp)
         for role, (module, args, in_names, out_names, dyn) in graphs.items():
             what = f"{role} ({getattr(getattr(model, 'config', None), 'name', 'model')})"

@@ -32,7 +32,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -311,7 +310,7 @@ def export_executorch(
     axes = {"encoder": {}, "decoder": DECODER_DYNAMIC_AXES}
     args = {"encoder": graphs["encoder"].example_inputs(), "decoder": graphs["decoder"].example_inputs(3)}
     feeds: dict[str, list] = {}
-    with tempfile.TemporaryDirectory(dir=xd.path, prefix=".executorch-") as tmp:
+    with xd.scratch("executorch") as tmp:
         for prec in precisions:
             for role in ("encoder", "decoder"):
                 module, ex = graphs[role], args[role]

@@ -294,7 +294,7 @@ def export_onnx(
 
     enc = EncoderWrapper(model, normalize_inside=normalize_inside).eval()
     dec = DecoderWrapper(model, mask_outputs=mask_outputs).eval()
-    with tempfile.TemporaryDirectory(dir=xd.path, prefix=".onnx-") as tmp:
+    with xd.scratch("onnx") as tmp:
         tmp = Path(tmp)
         fp32 = {"encoder": tmp / "encoder_fp32.onnx", "decoder": tmp / "decoder_fp32.onnx"}
         notes: dict[str, list] = {"encoder": [], "decoder": []}

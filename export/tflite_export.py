@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -324,7 +323,7 @@ def export_tflite(
     enc = EncoderWrapper(model, normalize_inside=normalize_inside).eval()
     dec = SlotDecoderWrapper(model, mask_outputs=mask_outputs).eval()
     dec_args = dec.example_inputs(max_points)
-    with tempfile.TemporaryDirectory(dir=xd.path, prefix=".tflite-") as tmp:
+    with xd.scratch("tflite") as tmp:
         tmp = Path(tmp)
         fp32 = {"encoder": tmp / "encoder_fp32.tflite", "decoder": tmp / "decoder_fp32.tflite"}
         notes = {

@@ -39,7 +39,7 @@ from torch import nn
 
 from . import ddp
 from .runlog import append_csv, interrupt_on_sigterm, truncate_csv
-from sam_edge.utils.io import atomic_path
+from sam_edge.utils.io import atomic_path, remove_stale_temps
 
 log = logging.getLogger("training.engine")
 
@@ -411,6 +411,9 @@ class Engine:
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+        if self.env.is_main:  # what a killed run of this task left half-written
+            for folder in (self.out, self.ckpt_path.parent):
+                remove_stale_temps(folder)
         if self.finished():
             return self.skipped_summary()
         self.prepare_data()

@@ -33,7 +33,9 @@ def truncate_csv(path: Path, step: int) -> None:
         return
     with open(path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    keep = [r for r in rows if int(r["step"]) <= step]
+    # a row cut short by a kill mid-append (fields missing) is dropped with the rows past ``step``
+    keep = [r for r in rows if None not in r and None not in r.values() and r["step"].isdigit()
+            and int(r["step"]) <= step]
     if not keep:
         path.unlink()
         return

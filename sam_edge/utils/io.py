@@ -35,6 +35,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_path` left in ``folder`` when its writer was
+    killed before the rename (``.<name>.<random>.tmp``; SIGKILL skips the cleanup). Returns them.
+    Call it where one writer owns the folder (a job starting), never while another process may be
+    writing there."""
+    folder = Path(folder)
+    stale = sorted(p for p in folder.glob(".*.tmp") if p.is_file()) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
