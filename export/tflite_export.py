@@ -17,9 +17,10 @@ Precisions (quantisation by ai-edge-quantizer on the fp32 ``.tflite``):
   (:mod:`export.calibration`). Encoder: full-integer (every supported op, int8 input / output;
   the runtime session quantises the image and dequantises the embedding); if that graph does not
   run, static int8 on ``FULLY_CONNECTED`` / ``CONV_2D`` only (float I/O), noted in the manifest.
-  Decoder: static int8 on ``FULLY_CONNECTED`` / ``CONV_2D`` with float I/O -- a full-integer
-  decoder fails at run time here (``DIV``: "data[i] != zero_point") and int8 point coordinates
-  would cost ~1 px of precision anyway;
+  Decoder: static int8 on ``FULLY_CONNECTED`` / ``CONV_2D`` with float I/O -- int8 point
+  coordinates would cost ~1 px of precision. (Full-integer graphs used to abort at run time on
+  some images: an int8 ``DIV`` whose divisor rounded to its zero point, "data[i] != zero_point";
+  LayerNorm2d now multiplies by ``RSQRT`` and the graphs hold no ``DIV``, checked by a test.)
 * ``int8``: both int8 variants.
 
 Fixed number of points: litert-torch could not convert the decoder with a dynamic number of

@@ -128,6 +128,21 @@ def test_int8_runtime_runs(export_dir, test_photo):
         assert masks.shape == (3, *test_photo.shape[:2]) and np.isfinite(low).all()
 
 
+def test_graphs_hold_no_int8_division_hazard(export_dir):
+    """A full-integer DIV aborts at run time when its divisor rounds to the zero point (seen on
+    a real photo with a RepViT encoder: "div.cc data[i] != zero_point"); LayerNorm2d multiplies
+    by RSQRT instead, so neither graph divides, and the full-integer encoder holds no float op."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    man = load_manifest(export_dir)
+    for role in ("encoder", "decoder"):
+        for prec in ("fp32", "int8_static"):
+            ops = [o["op_name"] for o in Interpreter(model_path=str(export_dir / f"{role}_{prec}.tflite"))._get_ops_details()]
+            assert "DIV" not in ops and "RSQRT" in ops, (role, prec, sorted(set(ops)))
+    enc = next(a for a in man["artifacts"] if a["role"] == "encoder" and a["precision"] == "int8_static")
+    assert enc["quantization"]["full_integer"], enc["quantization"]
+
+
 def test_session_names_and_threads(export_dir):
     from sam_edge.runtime.backend_tflite import LiteRTBackend
 
