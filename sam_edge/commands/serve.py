@@ -16,7 +16,7 @@ ARTIFACTS_PREFIX = "/artifacts/"
 # what vendor.sh copies from node_modules/onnxruntime-web/dist
 VENDOR_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 # everything the page loads from apps/web (the only web files served)
-WEB_FILES = frozenset({"index.html", "app.js", "style.css", *(f"vendor/{f}" for f in VENDOR_FILES)})
+WEB_FILES = frozenset({"index.html", "app.js", "prompt_rule.js", "style.css", *(f"vendor/{f}" for f in VENDOR_FILES)})
 
 
 def web_root() -> Path:

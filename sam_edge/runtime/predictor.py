@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..image import check_rgb_uint8
-from ..predictor import validate_prompts
+from ..predictor import MAX_POINTS, validate_prompts
 from ..transforms import ResizeLongestSide, normalize_pad
 from .backends import get_backend
 from .manifest import artifact_path, load_manifest, select_artifacts
@@ -95,6 +95,9 @@ class ArtifactPredictor:
         self.transform = ResizeLongestSide(self.image_size)
         self.encoder = get_backend(enc["format"]).load(artifact_path(self.export_dir, enc))
         self.decoder = get_backend(dec["format"]).load(artifact_path(self.export_dir, dec))
+        #: the prompt rule's limit: the decoder's fixed slots (TFLite: the manifest's max_points),
+        #: else the shared default (ONNX / ExecuTorch / Core ML take 1..64 points)
+        self.max_points = int(dec.get("max_points") or getattr(self.decoder, "max_points", None) or MAX_POINTS)
         self.reset_image()
 
     def reset_image(self) -> None:
@@ -158,7 +161,7 @@ class ArtifactPredictor:
         low_res_logits C x h x w), C = 3 with ``multimask_output`` else 1."""
         self._require_image()
         point_coords, point_labels, box, mask_input = validate_prompts(
-            point_coords, point_labels, box, mask_input, self.original_size, self.low_res_size
+            point_coords, point_labels, box, mask_input, self.original_size, self.low_res_size, self.max_points
         )
         coords = self.transform.apply_coords(point_coords, self.original_size) if point_coords is not None else None
         b = self.transform.apply_boxes(box, self.original_size) if box is not None else None
