@@ -130,15 +130,11 @@ def check_image_file(path: Path, verify: bool = True) -> tuple[tuple[int, int] |
     """((width, height), "", "") for a readable image, else (None, reason, detail). With
     ``verify`` the image is decoded (JPEG at 1/8 scale, which still reads every byte) so a
     truncated file is caught."""
-    try:
-        with Image.open(path) as im:
-            size = im.size
-            from sam_edge.image import ImageError, check_pixel_limit
+    from sam_edge.image import ImageError, open_image
 
-            try:
-                check_pixel_limit(size, str(path))
-            except ImageError as exc:
-                return None, UNREADABLE_IMAGE, str(exc)
+    try:
+        with open_image(path) as im:  # the pixel limit, from the header
+            size = im.size
             if not verify:
                 return size, "", ""
             if im.format == "JPEG":
@@ -148,6 +144,8 @@ def check_image_file(path: Path, verify: bool = True) -> tuple[tuple[int, int] |
             except OSError as exc:
                 reason = TRUNCATED_IMAGE if "truncated" in str(exc).lower() else UNREADABLE_IMAGE
                 return None, reason, str(exc)
+    except ImageError as exc:
+        return None, UNREADABLE_IMAGE, str(exc)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return None, UNREADABLE_IMAGE, str(exc) or type(exc).__name__
     if size[0] < 1 or size[1] < 1:

@@ -110,8 +110,9 @@ class DemoHandler(http.server.SimpleHTTPRequestHandler):
     def _artifact_file(self, rel: str) -> Optional[Path]:
         from ..runtime.manifest import MANIFEST_NAME, ManifestError, artifact_path, load_manifest
 
-        if rel == MANIFEST_NAME:
-            return self.artifacts_dir / MANIFEST_NAME
+        if rel == MANIFEST_NAME:  # itself a plain file inside the folder (not a link out)
+            f = (self.artifacts_dir / MANIFEST_NAME).resolve()
+            return f if f.parent == self.artifacts_dir and f.is_file() else None
         try:  # read per request: a re-export while serving is picked up
             manifest = load_manifest(self.artifacts_dir, check_hashes=False)
             for art in manifest["artifacts"]:
