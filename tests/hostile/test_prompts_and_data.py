@@ -155,6 +155,10 @@ CLI_CASES = {
     "box_letters": (["--box", "a,b,c,d"], "'a,b,c,d'"),
     "box_x1_lt_x0": (["--box", "40,10,10,40"], "[40.0, 10.0, 10.0, 40.0]"),
     "box_zero_area": (["--box", "10,10,10,40"], "box [10, 10, 10, 40] has zero width or height"),
+    "box_nan": (["--box", "nan,10,20,40"], "box: contains NaN"),
+    "box_inf": (["--box", "10,10,inf,40"], "box: contains NaN or infinite values: [10.0, 10.0, inf, 40.0]"),
+    "point_overflow_to_inf": (["--point", "1e999,5"], "'1e999,5'"),
+    "point_label_float": (["--point", "5,5,1.0"], "'5,5,1.0'"),
     "too_many_points": ([a for i in range(64) for a in ("--point", f"{1 + i},{1 + i % 90}")],
                         "point_coords: 64 points, at most 63 without a box"),
     "no_prompt": ([], "give at least one --point"),
@@ -273,6 +277,9 @@ DATA_CASES = {
     "image_width_string": (_set(("image", "width"), "wide"), "invalid json"),
     "no_annotations": (_set(("annotations",), []), "no annotations"),
     "image_without_annotation": (None, "missing json"),
+    "annotation_without_image": (("jpg", None), "missing image"),
+    "image_not_an_image": (("jpg", b"not a jpeg at all"), "unreadable image"),
+    "image_truncated": (("jpg", "cut"), "truncated image"),
 }
 
 
@@ -305,8 +312,15 @@ def test_data_check_agrees_with_the_training_loader(synth2, tmp_path, capsys, ca
     shutil.copytree(synth2, root)
     edit, reason = DATA_CASES[case]
     js = root / "sa_1.json"
+    jpg = root / "sa_1.jpg"
     if edit is None:
         js.unlink()
+    elif isinstance(edit, tuple):  # the image, not the JSON
+        content = edit[1]
+        if content is None:
+            jpg.unlink()
+        else:
+            jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 2] if content == "cut" else content)
     elif isinstance(edit, str):
         js.write_text(edit)
     else:
@@ -318,8 +332,8 @@ def test_data_check_agrees_with_the_training_loader(synth2, tmp_path, capsys, ca
     assert rc == 0 and "Traceback" not in out.out + out.err
     rep = json.loads(report.read_text())
     assert rep["total"] == 2 and rep["used"] == 1, rep
-    assert rep["skipped_samples"] == [{"path": str(js if reason != "missing image" else root / "sa_1.jpg"),
-                                       "reason": reason}], rep
+    bad = jpg if isinstance(edit, tuple) else js
+    assert rep["skipped_samples"] == [{"path": str(bad), "reason": reason}], rep
     logged = [r.getMessage() for r in caplog.records if r.name == "distill.data"]
     assert len(logged) == 1 and "sa_1" in logged[0] and reason in logged[0]  # one line, naming the file
     assert _loader_verdict(root) == {"sa_1": False, "sa_2": True}  # what check said, the loader does
