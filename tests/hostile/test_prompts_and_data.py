@@ -249,6 +249,27 @@ def _set(path, value):
 
 
 SEG = ("annotations", 0, "segmentation")
+
+
+def _rle_string(runs: list[int]) -> str:
+    """COCO compressed RLE counts of ``runs`` (pycocotools' rleToString)."""
+    out = []
+    for i, x in enumerate(runs):
+        if i > 2:
+            x -= runs[i - 2]
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5
+            more = x != -1 if c & 0x10 else x != 0
+            out.append(chr((c | 0x20 if more else c) + 48))
+    return "".join(out)
+
+
+def _huge_rle(rec):
+    """A well-formed RLE of a 50000 x 50000 mask (2.5 G pixels): must never be decoded."""
+    _ann0(rec)["segmentation"] = {"size": [50_000, 50_000], "counts": _rle_string([2_499_000_000, 1_000_000])}
+    return rec
 # name -> (edit of sa_1.json's record, or raw text / None for the file, expected reason)
 DATA_CASES = {
     "rle_counts_garbage_chars": (_set((*SEG, "counts"), "!!!!"), "invalid annotation"),
@@ -260,6 +281,7 @@ DATA_CASES = {
     "rle_counts_too_long": (lambda r: _set((*SEG, "counts"), _ann0(r)["segmentation"]["counts"] + "0P2")(r),
                             "invalid annotation"),
     "rle_size_disagrees_with_image": (_set((*SEG, "size"), [32, 64]), "rle size mismatch"),
+    "rle_size_huge_and_consistent": (_huge_rle, "rle size mismatch"),
     "rle_size_not_a_pair": (_set((*SEG, "size"), "64x64"), "invalid annotation"),
     "polygon_segmentation": (_set(("annotations", 0, "segmentation"), [[1, 1, 10, 1, 10, 10]]), "invalid annotation"),
     "degenerate_polygon": (_set(("annotations", 0, "segmentation"), [[1, 1]]), "invalid annotation"),
@@ -347,6 +369,10 @@ def test_garbage_rle_never_decodes_to_memory_contents():
         with pytest.raises(ValueError, match="RLE counts"):
             coco_decode_rle({"size": [8, 8], "counts": counts})
     assert coco_counts({"size": [8, 8], "counts": "0P2"}).tolist() == [0, 64]
+    assert _rle_string([0, 64]) == "0P2"
+    rng = np.random.default_rng(0)
+    runs = [int(v) for v in rng.integers(0, 5000, 40)]
+    assert coco_counts({"size": [1, sum(runs)], "counts": _rle_string(runs)}).tolist() == runs
     assert coco_decode_rle({"size": [8, 8], "counts": b"0P2"}).sum() == 64
 
 
