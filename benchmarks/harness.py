@@ -63,6 +63,8 @@ def make_prompts(samples: Sequence[dict], prompt_types: Sequence[str], seed: int
             for t in prompt_types:
                 if t == "box":
                     box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float64)
+                    if box[2] == box[0] or box[3] == box[1]:
+                        continue  # a one-pixel-wide mask: a zero-area box breaks the prompt rule
                     out.append({"image": i, "mask": k, "type": t, "coords": None, "labels": None, "box": box})
                 else:
                     n = 1 if t == "point" else 2

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from training.engine import mix_seed
 
 from .data import ImageFolderDataset, SA1BDataset, SampleError
-from .data.sa1b import IMAGE_SIZE_MISMATCH, resize_image
+from .data.sa1b import IMAGE_SIZE_MISMATCH, RLE_SIZE_MISMATCH, resize_image
 
 __all__ = ["FolderItems", "SA1BItems", "collate", "dummy_batch", "id_seed", "image_rel_id", "load_sa1b_sample",
            "mix_seed", "pad_image"]
@@ -45,7 +45,12 @@ def load_sa1b_sample(ds: SA1BDataset, idx: int, size: int, k: int, g: torch.Gene
         anns = [anns[i] for i in pick]
     path = ds.path(idx)
     try:
-        image = resize_image(ds.load_image(idx), size)
+        original = ds.load_image(idx)
+        h0, w0 = original.shape[:2]
+        for a in anns:  # before any decode: an RLE claiming a huge size must not be allocated
+            if a["_rle"]["size"] != [h0, w0]:
+                raise SampleError(path, RLE_SIZE_MISMATCH, f"RLE size {a['_rle']['size']} != image [{h0}, {w0}]")
+        image = resize_image(original, size)
         masks = ds.masks_for(idx, anns)
     except SampleError:
         raise

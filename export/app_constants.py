@@ -93,7 +93,8 @@ def _tensors(specs: Sequence[dict]) -> list[dict[str, Any]]:
 
 def points_spec(decoder: dict[str, Any]) -> dict[str, Any]:
     """How many points the decoder takes: ``{"fixed_slots": N | None, "min": a, "max": b}``
-    (``max`` -1: no upper bound recorded, e.g. an ONNX graph with a free ``num_points`` axis)."""
+    (no upper bound recorded, e.g. an ONNX graph with a free ``num_points`` axis: the prompt
+    rule's :data:`sam_edge.predictor.MAX_POINTS`)."""
     if decoder.get("max_points"):
         n = int(decoder["max_points"])
         return {"fixed_slots": n, "min": 1, "max": n}
@@ -110,7 +111,9 @@ def points_spec(decoder: dict[str, Any]) -> dict[str, Any]:
                 break
     if m is not None:
         return {"fixed_slots": None, "min": int(m.group(1)), "max": int(m.group(2))}
-    return {"fixed_slots": None, "min": 1, "max": DYNAMIC}
+    from sam_edge.predictor import MAX_POINTS
+
+    return {"fixed_slots": None, "min": 1, "max": MAX_POINTS}
 
 
 def _mask_layout(manifest: dict[str, Any], decoder: dict[str, Any]) -> dict[str, Any]:

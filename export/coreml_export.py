@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from sam_edge.modeling.sam import Sam
+from sam_edge.predictor import MAX_POINTS as PROMPT_MAX_POINTS
 
 from .common import ExportDir, ExportError, format_error, load_images, path_size
 from .common import expand_precisions as _expand
@@ -52,7 +53,7 @@ FORMAT = "coreml"
 PRECISIONS = ("fp16", "fp32", "int8_weights", "palettize4", "palettize6")
 ALIASES = {"int8": ("int8_weights",)}
 COMPRESSED = ("int8_weights", "palettize4", "palettize6")
-MAX_POINTS = 64
+MAX_POINTS = PROMPT_MAX_POINTS  # the prompt rule's limit (sam_edge.predictor.MAX_POINTS)
 DECODER_DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
 # iOS17 ML programs: Core ML specification version 8, MIL opset "CoreML7"
 SPEC_VERSION = 8

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from sam_edge.modeling.sam import Sam
+from sam_edge.predictor import MAX_POINTS as PROMPT_MAX_POINTS
 
 from .calibration import decoder_calibration_feeds, encoder_calibration_feeds
 from .common import ExportDir, ExportError, format_error, load_images
@@ -58,7 +59,7 @@ from .wrappers import (
 FORMAT = "executorch"
 PRECISIONS = ("fp32", "int8_static")
 ALIASES = {"int8": ("int8_static",)}
-MAX_POINTS = 64
+MAX_POINTS = PROMPT_MAX_POINTS  # the prompt rule's limit (sam_edge.predictor.MAX_POINTS)
 DECODER_DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
 # XNNPACKQuantizer patterns kept (see module docstring); ops of other patterns stay float.
 QUANT_PATTERNS = ("conv", "linear")

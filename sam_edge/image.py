@@ -3,6 +3,7 @@ gets one clear error (or one stated conversion) instead of a shape error deep in
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -38,6 +39,29 @@ def check_pixel_limit(size: tuple[int, int], name: str) -> None:
 
 class ImageError(ValueError):
     """An image that cannot be used, with what was expected."""
+
+
+_OPEN_LOCK = threading.Lock()
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """``PIL.Image.open`` with Pillow's decompression-bomb limit replaced by ours
+    (:func:`check_pixel_limit`, from the header, before decoding): one limit, one message, and
+    ``SAM_EDGE_MAX_PIXELS`` can raise it past Pillow's. Raises what ``Image.open`` raises, or
+    :class:`ImageError` above the limit."""
+    with _OPEN_LOCK:  # Pillow's limit is a module global: off only for this open
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    try:
+        check_pixel_limit(im.size, str(path))
+    except ImageError:
+        im.close()
+        raise
+    return im
 
 
 def check_rgb_uint8(image: object, name: str = "image") -> np.ndarray:
@@ -111,8 +135,7 @@ def load_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise ImageError(f"image path is not a file: {path}")
     try:
-        with Image.open(path) as im:
-            check_pixel_limit(im.size, str(path))  # from the header, before decoding
+        with open_image(path) as im:  # the pixel limit from the header, before decoding
             im.load()
             # the displayed frame (EXIF orientation applied), where users place their prompts
             im = ImageOps.exif_transpose(im)

@@ -19,6 +19,37 @@ class PromptError(ValueError):
     """A prompt (points, labels, box or mask input) that cannot be used."""
 
 
+#: The prompt rule, the same in every runtime (eager, the artifact predictor, apps/web
+#: prompt_rule.js, the iOS and Android samples): the decoder takes at most ``max_points`` point
+#: rows (point_coords 1 x N x 2). A box fills 2 of them, a prompt without a box 1 padding row, so
+#: a prompt holds at most ``max_points - 2`` points with a box, ``max_points - 1`` without. The
+#: default is 64 (eager, ONNX, ExecuTorch, Core ML: their ``num_points`` axis is 1..64); a TFLite
+#: decoder has a fixed number of slots, recorded as ``max_points`` in its manifest entry. A box
+#: needs a width and a height (x0 < x1, y0 < y1).
+MAX_POINTS = 64
+
+
+def _num(v: float) -> str:
+    """A number as JavaScript's ``String(v)`` writes it (10, 10.5), so messages read the same."""
+    v = float(v)
+    return str(int(v)) if v.is_integer() and abs(v) < 1e21 else repr(v)
+
+
+def prompt_rule_error(num_points: int, box: Optional[np.ndarray], max_points: int = MAX_POINTS) -> Optional[str]:
+    """The message for a prompt that breaks the rule above (``box`` x0, y0, x1, y1 or None),
+    else None. The wording is the same in apps/web/prompt_rule.js and the mobile samples."""
+    if box is not None:
+        b = [float(v) for v in np.asarray(box, np.float64).reshape(-1)]
+        if len(b) == 4 and (b[2] == b[0] or b[3] == b[1]):
+            return f"box [{', '.join(_num(v) for v in b)}] has zero width or height (x0 == x1 or y0 == y1)"
+    reserved = 2 if box is not None else 1
+    limit = int(max_points) - reserved
+    if num_points > limit:
+        return (f"point_coords: {num_points} points, at most {limit} {'with' if box is not None else 'without'} "
+                f"a box (max_points={int(max_points)} decoder point rows: a box fills 2, no box 1 padding row)")
+    return None
+
+
 def _as_float_array(value: object, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
@@ -36,12 +67,14 @@ def validate_prompts(
     mask_input: Optional[np.ndarray],
     image_hw: tuple[int, int],
     mask_hw: tuple[int, int],
+    max_points: int = MAX_POINTS,
 ) -> tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
     """Check prompts for an image of size ``image_hw`` (H, W); return them as arrays.
 
     point_coords N x 2 (x, y) pixels inside the image; point_labels N of 0 (background) or
-    1 (foreground); box (4,) or 1 x 4 x0 <= x1, y0 <= y1 inside the image; mask_input
-    1 x h x w low-res logits with (h, w) = ``mask_hw``.
+    1 (foreground); box (4,) or 1 x 4 x0 < x1, y0 < y1 inside the image; mask_input
+    1 x h x w low-res logits with (h, w) = ``mask_hw``; and the prompt rule (:data:`MAX_POINTS`):
+    at most ``max_points - 2`` points with a box, ``max_points - 1`` without.
     """
     h, w = image_hw
     if (point_coords is None) != (point_labels is None):
@@ -83,6 +116,9 @@ def validate_prompts(
                 f"(a previous call's low_res_logits[i:i+1]), got {m.shape}"
             )
         mask_input = m.astype(np.float32)
+    problem = prompt_rule_error(0 if point_coords is None else len(point_coords), box, max_points)
+    if problem:
+        raise PromptError(problem)
     return point_coords, point_labels, box, mask_input
 
 

@@ -143,7 +143,7 @@ def test_generated_constants_match_manifest_and_onnx_graphs(tiny_export, tmp_pat
     assert swift["multimaskIndices"] == kt["MULTIMASK_INDICES"] == [1, 2, 3]
     # ONNX: dynamic points without a recorded bound
     assert swift["fixedPointSlots"] == "nil" and kt["FIXED_POINT_SLOTS"] == 0
-    assert swift["pointsMin"] == kt["POINTS_MIN"] == 1 and swift["pointsMax"] == kt["POINTS_MAX"] == -1
+    assert swift["pointsMin"] == kt["POINTS_MIN"] == 1 and swift["pointsMax"] == kt["POINTS_MAX"] == 64  # the prompt rule (ONNX: free axis)
     assert swift["padLabel"] == kt["PAD_LABEL"] == -2.0
     # the trimmed manifest copy regenerates the same text, without the artifact files
     again = ac.generate(copy_path, None, None, "onnx", "onnx", ios_precision="fp32", android_precision="fp32")
@@ -238,7 +238,7 @@ def test_points_spec():
     assert ac.points_spec(_decoder("1..64")) == {"fixed_slots": None, "min": 1, "max": 64}
     notes = ["delegation: ...", "dynamic number of points: 1..64 (torch.export.Dim 'num_points')"]
     assert ac.points_spec(_decoder("num_points", exporter_notes=notes)) == {"fixed_slots": None, "min": 1, "max": 64}
-    assert ac.points_spec(_decoder("num_points")) == {"fixed_slots": None, "min": 1, "max": -1}
+    assert ac.points_spec(_decoder("num_points")) == {"fixed_slots": None, "min": 1, "max": 64}  # the prompt rule
     with pytest.raises(ManifestError):
         ac.points_spec({"file": "d", "inputs": [{"name": "point_coords", "shape": [1, 2]}]})
 

@@ -12,6 +12,8 @@
 //
 // Test hook: window.samEdge (see the bottom of this file and apps/web/README.md).
 
+import { MAX_POINTS, promptRuleError } from "./prompt_rule.js";
+
 const MAX_SIDE = 2048;            // longest side of the working copy of a huge image
 const HOVER_DEBOUNCE_MS = 60;
 const DRAG_THRESHOLD_PX = 6;      // screen pixels before a press becomes a box drag
@@ -33,7 +35,7 @@ const ui = {
 const model = {
   manifest: null, encoder: null, decoder: null, encoderFile: null, decoderFile: null,
   imageSize: 0, maskSize: 0, pixelMean: null, pixelStd: null, normalizeInside: true,
-  maskOutputs: "all", precision: "fp32",
+  maskOutputs: "all", precision: "fp32", maxPoints: 0,
 };
 
 let image = null;       // {name, width, height, originalWidth, originalHeight, downscaled, rgb, inputH, inputW, embedding}
@@ -138,6 +140,7 @@ async function loadModel() {
     imageSize: manifest.image_size, maskSize: manifest.mask_input_size,
     pixelMean: manifest.pixel_mean, pixelStd: manifest.pixel_std,
     normalizeInside: !!manifest.normalize_inside, maskOutputs: manifest.mask_outputs || "all",
+    maxPoints: decArt.max_points || MAX_POINTS,
   });
   const name = (manifest.model && manifest.model.name) || "model";
   ui.modelInfo.textContent = `${name} · onnx ${encArt.precision} · ${model.imageSize} px`;
@@ -445,6 +448,14 @@ function promptTensors(acts) {
   };
 }
 
+// the prompt rule: null, or the message (same wording as the Python runtime)
+function checkPrompt(acts) {
+  const boxes = acts.filter((a) => a.type === "box");
+  const box = boxes.length ? boxes[boxes.length - 1] : null;
+  return promptRuleError(acts.length - boxes.length, box && [box.x0, box.y0, box.x1, box.y1],
+                         model.maxPoints || MAX_POINTS);
+}
+
 function channelRoles(count) {
   // which output channels are the single-mask and the multimask (ambiguity) outputs
   if (model.maskOutputs === "all" && count > 1) return { single: 0, multi: [...Array(count - 1).keys()].map((i) => i + 1) };
@@ -534,6 +545,14 @@ async function commit() {
     return;
   }
   const acts = actions.map((a) => ({ ...a }));
+  const problem = checkPrompt(acts);
+  if (problem) {  // the prompt rule (prompt_rule.js): refuse it, keep the prompts that were fine
+    showError(problem);
+    actions.pop();
+    drawPrompts();
+    updateButtons();
+    return;
+  }
   let res;
   try {
     res = await decode(acts);

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sam_edge.utils.amg import coco_decode_rle as decode_rle
+from sam_edge.utils.amg import coco_counts, coco_decode_rle as decode_rle
 
 log = logging.getLogger("distill.data")
 
@@ -130,15 +130,11 @@ def check_image_file(path: Path, verify: bool = True) -> tuple[tuple[int, int] |
     """((width, height), "", "") for a readable image, else (None, reason, detail). With
     ``verify`` the image is decoded (JPEG at 1/8 scale, which still reads every byte) so a
     truncated file is caught."""
-    try:
-        with Image.open(path) as im:
-            size = im.size
-            from sam_edge.image import ImageError, check_pixel_limit
+    from sam_edge.image import ImageError, open_image
 
-            try:
-                check_pixel_limit(size, str(path))
-            except ImageError as exc:
-                return None, UNREADABLE_IMAGE, str(exc)
+    try:
+        with open_image(path) as im:  # the pixel limit, from the header
+            size = im.size
             if not verify:
                 return size, "", ""
             if im.format == "JPEG":
@@ -148,6 +144,8 @@ def check_image_file(path: Path, verify: bool = True) -> tuple[tuple[int, int] |
             except OSError as exc:
                 reason = TRUNCATED_IMAGE if "truncated" in str(exc).lower() else UNREADABLE_IMAGE
                 return None, reason, str(exc)
+    except ImageError as exc:
+        return None, UNREADABLE_IMAGE, str(exc)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return None, UNREADABLE_IMAGE, str(exc) or type(exc).__name__
     if size[0] < 1 or size[1] < 1:
@@ -219,15 +217,54 @@ def _stem(sample_id: int | str) -> str:
 
 
 def _rle(segmentation: dict[str, Any]) -> dict[str, Any]:
+    """The COCO RLE of an annotation's ``segmentation``, its structure checked; raises
+    ValueError / TypeError / KeyError for a polygon or an uncompressed RLE. The ``counts`` are
+    checked against the size by :func:`rle_area` (the check every decode makes)."""
+    if not isinstance(segmentation, dict):
+        raise ValueError(f"segmentation must be a COCO RLE object, got {type(segmentation).__name__} "
+                         "(polygons are not supported)")
     counts = segmentation["counts"]
     if isinstance(counts, str):
-        counts = counts.encode("ascii")
+        counts = counts.encode("ascii", "replace")
     if not isinstance(counts, bytes):
         raise ValueError("segmentation.counts must be a COCO compressed RLE string")
-    size = [int(v) for v in segmentation["size"]]
-    if len(size) != 2:
-        raise ValueError(f"segmentation.size must be [h, w], got {segmentation['size']}")
-    return {"size": size, "counts": counts}
+    size = segmentation["size"]
+    if not isinstance(size, list) or len(size) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size):
+        raise ValueError(f"segmentation.size must be [h, w], got {size!r:.80}")
+    return {"size": list(size), "counts": counts}
+
+
+def rle_area(rle: dict[str, Any]) -> int:
+    """Mask area of a COCO RLE whose ``counts`` decode to exactly ``h * w`` pixels
+    (:func:`sam_edge.utils.amg.coco_counts`: the same check :func:`decode_rle` makes before every
+    decode); ValueError ("bad RLE: ...") otherwise."""
+    try:
+        return int(coco_counts(rle)[1::2].sum())
+    except ValueError as exc:
+        raise ValueError(f"bad RLE: {exc}") from None
+
+
+def _numbers(value: Any, n: int | None, name: str) -> None:
+    """``value`` is a list of ``n`` (any number if None) finite numbers, else ValueError."""
+    if not isinstance(value, list) or (n is not None and len(value) != n) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value):
+        raise ValueError(f"{name} must be {n if n is not None else 'a list of'} finite numbers, got {value!r:.80}")
+
+
+def _check_fields(ann: dict[str, Any]) -> None:
+    """The optional fields the loader reads are numbers of the right shape (ValueError)."""
+    if "bbox" in ann:
+        _numbers(ann["bbox"], 4, "bbox")
+    pc = ann.get("point_coords")
+    if pc:
+        if not isinstance(pc, list):
+            raise ValueError(f"point_coords must be [[x, y], ...], got {pc!r:.80}")
+        for p in pc:
+            _numbers(p, 2, "point_coords")
+    for key in ("predicted_iou", "stability_score", "id"):
+        if key in ann:
+            _numbers([ann[key]], 1, key)
 
 
 class SA1BDataset:
@@ -314,14 +351,19 @@ class SA1BDataset:
         info = data.get("image", {})
         if not isinstance(info, dict):
             raise SampleError(js, INVALID_JSON, "'image' must be an object")
+        for key in ("width", "height"):
+            if key in info and (not isinstance(info[key], int) or isinstance(info[key], bool) or info[key] < 1):
+                raise SampleError(js, INVALID_JSON, f"image.{key} must be a positive integer, got {info[key]!r:.40}")
         anns = data["annotations"]
         for k, ann in enumerate(anns):
             try:
+                if not isinstance(ann, dict):
+                    raise ValueError(f"expected an object, got {type(ann).__name__}")
                 ann["_rle"] = _rle(ann["segmentation"])
-                if len(ann.get("bbox", [0, 0, 0, 0])) != 4:
-                    raise ValueError("bbox must have 4 numbers")
+                _check_fields(ann)
             except (KeyError, TypeError, ValueError) as exc:
-                raise SampleError(js, INVALID_ANNOTATION, f"annotation {k}: {exc!r}") from exc
+                detail = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise SampleError(js, INVALID_ANNOTATION, f"annotation {k}: {detail}") from exc
         return info, anns
 
     def _check_sizes(self, js: Path, info: dict[str, Any], anns: list[dict[str, Any]], w: int, h: int) -> None:
@@ -336,17 +378,14 @@ class SA1BDataset:
     def _select(self, js: Path, anns: list[dict[str, Any]], record: bool) -> list[dict[str, Any]]:
         """Annotations with a non-empty mask of at least ``min_area`` pixels; raises
         SampleError when there are none (or none at all)."""
-        from pycocotools import mask as mask_utils
-
         if not anns:
             raise SampleError(js, NO_ANNOTATIONS)
-        try:
-            areas = mask_utils.area([a["_rle"] for a in anns])
-        except Exception as exc:  # noqa: BLE001 - pycocotools raises assorted errors on bad RLE
-            raise SampleError(js, INVALID_ANNOTATION, f"bad RLE: {exc!r}") from exc
         keep = []
-        for ann, area in zip(anns, np.atleast_1d(areas)):
-            ann["_area"] = int(area)
+        for k, ann in enumerate(anns):
+            try:  # garbage counts: the loader's decode would refuse them too
+                ann["_area"] = area = rle_area(ann["_rle"])
+            except ValueError as exc:
+                raise SampleError(js, INVALID_ANNOTATION, f"annotation {k}: {exc}") from exc
             if area <= 0:
                 if record:
                     self.report.dropped[EMPTY_MASK] += 1

@@ -25,7 +25,7 @@ def _point(text: str) -> tuple[float, float, int]:
     if not (math.isfinite(x) and math.isfinite(y)):
         raise argparse.ArgumentTypeError(f"--point coordinates must be finite, got {text!r}")
     if label not in (0, 1):
-        raise argparse.ArgumentTypeError(f"--point LABEL must be 1 (foreground) or 0 (background), got {label}")
+        raise argparse.ArgumentTypeError(f"--point LABEL must be 1 (foreground) or 0 (background), got {label} in {text!r}")
     return x, y, label
 
 

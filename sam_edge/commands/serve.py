@@ -16,7 +16,7 @@ ARTIFACTS_PREFIX = "/artifacts/"
 # what vendor.sh copies from node_modules/onnxruntime-web/dist
 VENDOR_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 # everything the page loads from apps/web (the only web files served)
-WEB_FILES = frozenset({"index.html", "app.js", "style.css", *(f"vendor/{f}" for f in VENDOR_FILES)})
+WEB_FILES = frozenset({"index.html", "app.js", "prompt_rule.js", "style.css", *(f"vendor/{f}" for f in VENDOR_FILES)})
 
 
 def web_root() -> Path:
@@ -110,8 +110,9 @@ class DemoHandler(http.server.SimpleHTTPRequestHandler):
     def _artifact_file(self, rel: str) -> Optional[Path]:
         from ..runtime.manifest import MANIFEST_NAME, ManifestError, artifact_path, load_manifest
 
-        if rel == MANIFEST_NAME:
-            return self.artifacts_dir / MANIFEST_NAME
+        if rel == MANIFEST_NAME:  # itself a plain file inside the folder (not a link out)
+            f = (self.artifacts_dir / MANIFEST_NAME).resolve()
+            return f if f.parent == self.artifacts_dir and f.is_file() else None
         try:  # read per request: a re-export while serving is picked up
             manifest = load_manifest(self.artifacts_dir, check_hashes=False)
             for art in manifest["artifacts"]:

@@ -88,8 +88,8 @@ def load_manifest(export_dir: str | Path, check_hashes: bool = True) -> dict[str
             "create one with `sam-edge export`)"
         )
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or "artifacts" not in manifest:
         raise ManifestError(f"{path}: missing 'artifacts'")
@@ -98,7 +98,10 @@ def load_manifest(export_dir: str | Path, check_hashes: bool = True) -> dict[str
         raise ManifestError(f"{path}: schema_version {version!r} not supported (expected {SCHEMA_VERSION})")
     if not isinstance(manifest["artifacts"], list) or not all(isinstance(a, dict) for a in manifest["artifacts"]):
         raise ManifestError(f"{path}: 'artifacts' must be a list of objects")
-    for art in manifest["artifacts"]:
+    for i, art in enumerate(manifest["artifacts"]):
+        for key in ("file", "role", "format", "precision") + (("sha256",) if check_hashes else ()):
+            if not isinstance(art.get(key), str):
+                raise ManifestError(f"{path}: artifact {i} ({art.get('file')!r}): missing or non-string {key!r}")
         artifact_path(export_dir, art)  # every entry inside the folder, hashed or not
     if check_hashes:
         for art in manifest["artifacts"]:

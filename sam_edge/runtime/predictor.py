@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from ..image import check_rgb_uint8
-from ..predictor import validate_prompts
+from ..predictor import MAX_POINTS, validate_prompts
 from ..transforms import ResizeLongestSide, normalize_pad
-from .backends import get_backend
-from .manifest import artifact_path, load_manifest, select_artifacts
+from .backends import BackendUnavailable, get_backend
+from .manifest import MANIFEST_NAME, ManifestError, artifact_path, load_manifest, select_artifacts
 
 
 def _pad_raw_with_mean(resized: np.ndarray, image_size: int, pixel_mean) -> np.ndarray:
@@ -71,6 +71,25 @@ def _point_inputs(coords, labels, box) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(cs)[None], np.concatenate(ls)[None]
 
 
+def _positive_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"expected a positive integer, got {v!r:.40}")
+    return v
+
+
+def _three_numbers(v: Any) -> list[float]:
+    if not isinstance(v, list) or len(v) != 3 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v):
+        raise ValueError(f"expected 3 finite numbers, got {v!r:.60}")
+    return [float(x) for x in v]
+
+
+def _one_of(v: Any, choices: tuple[str, ...]) -> str:
+    if v not in choices:
+        raise ValueError(f"expected one of {list(choices)}, got {v!r:.40}")
+    return v
+
+
 class ArtifactPredictor:
     """``set_image`` / ``predict`` like :class:`sam_edge.SamPredictor`, backed by exported files."""
 
@@ -85,17 +104,43 @@ class ArtifactPredictor:
         self.format = enc["format"]
         self.encoder_artifact, self.decoder_artifact = enc, dec
         self.precision = enc["precision"]
-        self.image_size = int(self.manifest["image_size"])
-        self.pixel_mean = list(self.manifest["pixel_mean"])
-        self.pixel_std = list(self.manifest["pixel_std"])
-        self.normalize_inside = bool(self.manifest["normalize_inside"])
-        self.mask_outputs = self.manifest["mask_outputs"]
-        side = int(self.manifest["mask_input_size"])
+        m = self.manifest
+        self.image_size = self._field("image_size", lambda: _positive_int(m["image_size"]))
+        self.pixel_mean = self._field("pixel_mean", lambda: _three_numbers(m["pixel_mean"]))
+        self.pixel_std = self._field("pixel_std", lambda: _three_numbers(m["pixel_std"]))
+        self.normalize_inside = bool(self._field("normalize_inside", lambda: m["normalize_inside"]))
+        self.mask_outputs = self._field("mask_outputs", lambda: _one_of(m["mask_outputs"], ("all", "multimask", "single")))
+        side = self._field("mask_input_size", lambda: _positive_int(m["mask_input_size"]))
         self.low_res_size = (side, side)
         self.transform = ResizeLongestSide(self.image_size)
-        self.encoder = get_backend(enc["format"]).load(artifact_path(self.export_dir, enc))
-        self.decoder = get_backend(dec["format"]).load(artifact_path(self.export_dir, dec))
+        self.encoder = self._load(enc)
+        self.decoder = self._load(dec)
+        #: the prompt rule's limit: the decoder's fixed slots (TFLite: the manifest's max_points),
+        #: else the shared default (ONNX / ExecuTorch / Core ML take 1..64 points)
+        self.max_points = int(dec.get("max_points") or getattr(self.decoder, "max_points", None) or MAX_POINTS)
         self.reset_image()
+
+    def _field(self, key: str, read):
+        """``read()`` of a manifest field; a missing or malformed one is a ManifestError naming it."""
+        try:
+            return read()
+        except (KeyError, TypeError, ValueError) as exc:
+            detail = "missing" if isinstance(exc, KeyError) else str(exc)
+            raise ManifestError(f"{self.export_dir / MANIFEST_NAME}: field {key!r}: {detail}") from None
+
+    def _load(self, art: dict[str, Any]):
+        """The backend session of ``art``; a file its runtime cannot load (truncated, not that
+        format) is a ManifestError naming the file."""
+        backend = get_backend(art["format"])
+        path = artifact_path(self.export_dir, art)
+        try:
+            return backend.load(path)
+        except (BackendUnavailable, ManifestError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - each runtime raises its own types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ManifestError(f"{path}: the {art['format']} runtime cannot load it ({first}); "
+                                "the file is damaged or not such an artifact: re-export it") from exc
 
     def reset_image(self) -> None:
         self.is_image_set = False
@@ -158,7 +203,7 @@ class ArtifactPredictor:
         low_res_logits C x h x w), C = 3 with ``multimask_output`` else 1."""
         self._require_image()
         point_coords, point_labels, box, mask_input = validate_prompts(
-            point_coords, point_labels, box, mask_input, self.original_size, self.low_res_size
+            point_coords, point_labels, box, mask_input, self.original_size, self.low_res_size, self.max_points
         )
         coords = self.transform.apply_coords(point_coords, self.original_size) if point_coords is not None else None
         b = self.transform.apply_boxes(box, self.original_size) if box is not None else None

@@ -39,6 +39,8 @@ __all__ = [
     "build_all_layer_point_grids",
     "build_point_grid",
     "calculate_stability_score",
+    "coco_counts",
+    "coco_decode_rle",
     "coco_encode_rle",
     "generate_crop_boxes",
     "is_box_near_crop_edge",
@@ -372,13 +374,66 @@ def coco_encode_rle(uncompressed_rle: Dict[str, Any]) -> Dict[str, Any]:
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
+def coco_counts(rle: Dict[str, Any]) -> np.ndarray:
+    """The run lengths of a COCO compressed RLE ``{"size": [h, w], "counts": str | bytes}``,
+    int64, checked: every character in the alphabet, no value cut short, no negative run, and the
+    runs covering exactly ``h * w`` pixels. Raises ``ValueError`` naming what is wrong.
+
+    pycocotools checks none of this: garbage ``counts`` decode to uninitialised memory (or
+    overrun the mask), so every reader decodes through :func:`coco_decode_rle`, which calls this.
+    The mask area is ``counts[1::2].sum()``."""
+    try:
+        size = [int(v) for v in rle["size"]]
+        counts = rle["counts"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"RLE must be {{'size': [h, w], 'counts': str}}, got {rle!r:.80}") from exc
+    if len(size) != 2 or size[0] < 0 or size[1] < 0:
+        raise ValueError(f"RLE size must be [h, w] with h, w >= 0, got {rle['size']!r}")
+    if isinstance(counts, str):
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("RLE counts: not an ASCII string") from None
+    if not isinstance(counts, (bytes, bytearray)):
+        raise ValueError(f"RLE counts must be a COCO compressed string, got {type(counts).__name__}")
+    c = np.frombuffer(bytes(counts), np.uint8).astype(np.int64) - 48
+    if c.size and (c.min() < 0 or c.max() > 63):
+        bad = bytes(counts)[int(np.flatnonzero((c < 0) | (c > 63))[0]):][:1]
+        raise ValueError(f"RLE counts: character {bad!r} is not in the COCO RLE alphabet ('0'..'o')")
+    more = (c & 0x20) != 0
+    if c.size and more[-1]:
+        raise ValueError("RLE counts: the last value is cut short")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate([[0], ends[:-1] + 1]) if ends.size else ends
+    if ends.size and int((ends - starts).max()) >= 7:  # 7 characters hold 35 bits: no run is that long
+        raise ValueError("RLE counts: a value longer than 7 characters")
+    group = np.repeat(np.arange(ends.size), ends - starts + 1)
+    k = np.arange(c.size) - starts[group]
+    x = np.zeros(ends.size, np.int64)
+    np.add.at(x, group, (c & 0x1F) << (5 * k))
+    neg = (c[ends] & 0x10) != 0
+    x[neg] -= np.left_shift(1, 5 * (ends[neg] - starts[neg] + 1))
+    runs = x.copy()  # runs after the third are coded as the difference to the run two before
+    runs[1::2] = np.cumsum(x[1::2])
+    runs[2::2] = np.cumsum(x[2::2])
+    if runs.size and runs.min() < 0:
+        raise ValueError(f"RLE counts: negative run length {int(runs.min())}")
+    total = int(runs.sum())
+    if total != size[0] * size[1]:
+        raise ValueError(f"RLE counts: runs cover {total} pixels, size {size} has {size[0] * size[1]}")
+    return runs
+
+
 def coco_decode_rle(rles: Dict[str, Any] | List[Dict[str, Any]]) -> np.ndarray:
-    """pycocotools ``decode`` of COCO RLE (H x W, or H x W x K for a list), without the
-    DeprecationWarning its Cython code raises under numpy 2 on every call."""
+    """pycocotools ``decode`` of COCO RLE (H x W, or H x W x K for a list), each RLE checked by
+    :func:`coco_counts` first (``ValueError`` on garbage), without the DeprecationWarning its
+    Cython code raises under numpy 2 on every call."""
     import warnings
 
     from pycocotools import mask as mask_utils
 
+    for r in rles if isinstance(rles, list) else [rles]:
+        coco_counts(r)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
                                 category=DeprecationWarning)

@@ -30,7 +30,7 @@ enum SamError: LocalizedError {
     case unexpectedIO(String)
     case noImage
     case imageConversion
-    case tooManyPoints(given: Int, max: Int)
+    case badPrompt(String)
     case badOutput(String)
 
     var errorDescription: String? {
@@ -40,8 +40,7 @@ enum SamError: LocalizedError {
         case .unexpectedIO(let what): return "model I/O does not match ModelConstants: \(what) (regenerate ModelConstants.swift)"
         case .noImage: return "set an image before prompting"
         case .imageConversion: return "could not draw the image into an RGB buffer"
-        case .tooManyPoints(let n, let max):
-            return "\(n) points given (a prompt without a box carries one padding point), the decoder takes at most \(max)"
+        case .badPrompt(let what): return what
         case .badOutput(let what): return "unexpected decoder output: \(what)"
         }
     }
@@ -154,6 +153,10 @@ final class SamPredictor {
     /// model frame: box corners labelled 2 / 3; without a box one (0, 0) point labelled -1;
     /// a fixed-slot decoder (TFLite-style) padded with padLabel.
     func pointInputs(points: [PointPrompt], box: CGRect?) throws -> (coords: [Float], labels: [Float]) {
+        let maxPoints = ModelConstants.fixedPointSlots ?? (ModelConstants.pointsMax > 0 ? ModelConstants.pointsMax : SamPredictor.maxPoints)
+        if let problem = SamPredictor.promptRuleError(numPoints: points.count, box: box, maxPoints: maxPoints) {
+            throw SamError.badPrompt(problem)
+        }
         var coords: [Float] = []
         var labels: [Float] = []
         let (oh, ow) = originalSize
@@ -173,15 +176,34 @@ final class SamPredictor {
             labels.append(ModelConstants.labelNotAPoint)
         }
         if let slots = ModelConstants.fixedPointSlots {
-            if labels.count > slots { throw SamError.tooManyPoints(given: labels.count, max: slots) }
             while labels.count < slots {
                 coords += [0, 0]
                 labels.append(ModelConstants.padLabel)
             }
-        } else if ModelConstants.pointsMax > 0 && labels.count > ModelConstants.pointsMax {
-            throw SamError.tooManyPoints(given: labels.count, max: ModelConstants.pointsMax)
         }
         return (coords, labels)
+    }
+
+    /// The prompt rule, the same in every runtime (sam_edge/predictor.py prompt_rule_error,
+    /// apps/web/prompt_rule.js, the Android sample), word for word: the decoder takes at most
+    /// maxPoints point rows, a box fills 2 of them and a prompt without a box 1 padding row; a box
+    /// needs a width and a height. nil when the prompt is usable.
+    static let maxPoints = 64
+
+    static func promptRuleError(numPoints: Int, box: CGRect?, maxPoints: Int) -> String? {
+        if let box {
+            let b = [box.minX, box.minY, box.maxX, box.maxY].map { Double($0) }
+            if b[2] == b[0] || b[3] == b[1] {
+                let text = b.map { $0 == $0.rounded() && abs($0) < 1e15 ? String(Int64($0)) : String($0) }
+                return "box [\(text.joined(separator: ", "))] has zero width or height (x0 == x1 or y0 == y1)"
+            }
+        }
+        let limit = maxPoints - (box == nil ? 1 : 2)
+        if numPoints > limit {
+            return "point_coords: \(numPoints) points, at most \(limit) \(box == nil ? "without" : "with") a box " +
+                "(max_points=\(maxPoints) decoder point rows: a box fills 2, no box 1 padding row)"
+        }
+        return nil
     }
 
     static func floatArray(_ values: [Float], shape: [Int]) throws -> MLMultiArray {

@@ -204,6 +204,9 @@ class SamPredictor(context: Context, threads: Int = 4) : AutoCloseable {
     /** Prompt in original pixels -> (coords 1 x N x 2, labels 1 x N) in the model frame; see
      * sam_edge/runtime/predictor.py _point_inputs and backend_tflite.pad_points. */
     fun pointInputs(points: List<PointPrompt>, box: RectF? = null): Pair<FloatArray, FloatArray> {
+        val slots = ModelConstants.FIXED_POINT_SLOTS
+        val maxPoints = if (slots > 0) slots else if (ModelConstants.POINTS_MAX > 0) ModelConstants.POINTS_MAX else MAX_POINTS
+        promptRuleError(points.size, box, maxPoints)?.let { throw IllegalArgumentException(it) }
         val coords = ArrayList<Float>()
         val labels = ArrayList<Float>()
         val s = ModelConstants.IMAGE_SIZE
@@ -220,11 +223,6 @@ class SamPredictor(context: Context, threads: Int = 4) : AutoCloseable {
         } else {
             coords += listOf(0f, 0f)
             labels += ModelConstants.LABEL_NOT_A_POINT
-        }
-        val slots = ModelConstants.FIXED_POINT_SLOTS
-        val max = if (slots > 0) slots else ModelConstants.POINTS_MAX
-        require(max <= 0 || labels.size <= max) {
-            "${labels.size} points given (a prompt without a box carries one padding point), the decoder takes at most $max"
         }
         while (slots > 0 && labels.size < slots) {
             coords += listOf(0f, 0f)
@@ -266,4 +264,27 @@ class SamPredictor(context: Context, threads: Int = 4) : AutoCloseable {
         encoder.close()
         decoder.close()
     }
+}
+
+/** The prompt rule's default limit: ONNX / ExecuTorch / Core ML decoders take 1..64 point rows. */
+const val MAX_POINTS = 64
+
+/** The prompt rule, the same in every runtime (sam_edge/predictor.py prompt_rule_error,
+ * apps/web/prompt_rule.js, the iOS sample), word for word: the decoder takes at most [maxPoints]
+ * point rows, a box fills 2 of them and a prompt without a box 1 padding row; a box needs a width
+ * and a height. null when the prompt is usable. */
+fun promptRuleError(numPoints: Int, box: RectF?, maxPoints: Int): String? {
+    if (box != null) {
+        val b = listOf(box.left, box.top, box.right, box.bottom).map { it.toDouble() }
+        if (b[2] == b[0] || b[3] == b[1]) {
+            val text = b.joinToString(", ") { if (it == Math.rint(it) && Math.abs(it) < 1e15) it.toLong().toString() else it.toString() }
+            return "box [$text] has zero width or height (x0 == x1 or y0 == y1)"
+        }
+    }
+    val limit = maxPoints - (if (box == null) 1 else 2)
+    if (numPoints > limit) {
+        return "point_coords: $numPoints points, at most $limit ${if (box == null) "without" else "with"} a box " +
+            "(max_points=$maxPoints decoder point rows: a box fills 2, no box 1 padding row)"
+    }
+    return null
 }
