@@ -76,7 +76,7 @@ import torch
 import torch.utils.data
 
 from sam_edge.transforms import ResizeLongestSide
-from sam_edge.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
+from sam_edge.utils.io import atomic_path, dumps_json, write_bytes_atomic, write_json_atomic
 
 from .data import ImageFolderDataset, SampleError, SkipReport, read_rgb
 
@@ -566,7 +566,7 @@ def cache_teacher(
     all_done = [_load_done_shard(shards_dir, k, shards[k]) for k in range(len(shards))]
     if all(d is not None for d in all_done):
         index = _build_index(all_done, meta)
-        write_bytes_atomic(out / "index.json", (json.dumps(index, separators=(",", ":")) + "\n").encode())
+        write_bytes_atomic(out / "index.json", (dumps_json(index, separators=(",", ":")) + "\n").encode())
         complete = True
     total_skipped_cache = sum(len(d["skipped"]) for d in all_done if d is not None)
 

@@ -52,7 +52,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from sam_edge.utils.io import dumps_json
     import logging
 
     from .pretrain import Trainer
@@ -60,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
     summary = Trainer(cfg).fit(resume=args.resume)
-    print(json.dumps({"steps": summary["steps"], "validation": summary["validation"],
+    print(dumps_json({"steps": summary["steps"], "validation": summary["validation"],
                       "data": summary["data_summary"]}, indent=2))
     return 0
