@@ -210,14 +210,9 @@ def _dist_env(rank: Optional[int], world_size: Optional[int]) -> tuple[int, int,
 
 
 def _resolve_device(device: str, local_rank: int) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
+    from sam_edge.utils.device import resolve_device
+
+    return resolve_device(device, local_rank)
 
 
 def _resolve_amp(amp: str, dtype: str, device: torch.device, existing: Optional[dict[str, Any]]) -> str:

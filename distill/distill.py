@@ -947,7 +947,7 @@ class Distiller:
         if cfg.cache is not None:
             self.cache = _open_cache(cfg.cache)
             self._check_cache(tcfg)
-        self.env = ddp.setup(cfg.device)
+        self.env = ddp.setup(cfg.device, option="distill.device")
         try:
             self.device = self.env.device
             self.amp_dtype = _amp_dtype(self.device, cfg.amp)

@@ -23,13 +23,13 @@ def resolve_device(device: str = "auto", local_rank: int = 0, option: str = "--d
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             why = "this PyTorch has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise DeviceUnavailable(f"{option} {device!r}: CUDA is not available ({why}); use --device cpu")
+            raise DeviceUnavailable(f"{option} {device!r}: CUDA is not available ({why}); use {option}=cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise DeviceUnavailable(f"{option} {device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
     elif dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise DeviceUnavailable(f"{option} {device!r}: MPS is not available on this machine; use --device cpu")
+            raise DeviceUnavailable(f"{option} {device!r}: MPS is not available on this machine; use {option}=cpu")
     elif dev.type != "cpu":
         raise DeviceUnavailable(f"{option} {device!r}: expected cpu, cuda, cuda:N, mps or auto")
     return dev
