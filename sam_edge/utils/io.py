@@ -57,6 +57,15 @@ def describe_os_error(exc: OSError) -> str:
     return what
 
 
+def _raise_naming(exc: OSError, path: Path) -> None:
+    """Raise ``exc`` naming ``path`` when it named no file or the temporary of ``path``; else as
+    it is (a folder above ``path`` that could not be made names that folder)."""
+    name = Path(os.fsdecode(exc.filename)).name if exc.filename is not None else None
+    if name is None or (name.startswith(f".{path.name}.") and name.endswith(".tmp")):
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    raise exc
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically, on
@@ -65,8 +74,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder, expected a file path", str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only folder: name the file asked for, not our temporary
+        _raise_naming(exc, path)
     os.close(fd)
     # mkstemp creates 0600; give the result the permissions a plain open() would
     umask = os.umask(0)
@@ -82,12 +94,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
     except OSError as exc:
-        if exc.filename is None or Path(os.fsdecode(exc.filename)) == tmp_path:
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
+        _raise_naming(exc, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with contextlib.suppress(OSError):  # never hide the error that brought us here
+            tmp_path.unlink(missing_ok=True)
 
 
 def remove_stale_temps(folder: str | Path) -> list[Path]:
