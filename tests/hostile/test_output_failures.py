@@ -150,7 +150,7 @@ def test_cannot_write(cmd, fault, inp, tmp_path, capsys, fs_fault):
     before = snapshot(out)
     fs_fault(root, errno.EROFS if fault == "read_only" else errno.ENOSPC)
     rc, err = _run(cmd, inp, out, capsys)
-    line = assert_refused(rc, err, cmd.split()[0], out)
+    line = assert_refused(rc, err, cmd.split()[0], out.with_suffix(""))  # everything: result.json or .png
     assert ("Read-only file system" if fault == "read_only" else "No space left on device") in line
     assert snapshot(out) == before
     assert_clean(root)
@@ -276,3 +276,18 @@ def test_dumps_json_never_writes_non_finite(value, tmp_path):
     assert _strict(dumps_json(obj)) == {"a": None, "b": [1.0, None], "c": [None, 2.0], "d": [None]}
     write_json_atomic(tmp_path / "x.json", obj)
     assert _strict((tmp_path / "x.json").read_text())["a"] is None
+
+
+@pytest.mark.parametrize("fault", ["read_only", "full_disk"])
+def test_everything_json_and_overlay_are_one_result(fault, inp, tmp_path, capsys, fs_fault):
+    """--overlay in a folder that cannot be written: the JSON beside it keeps its previous content."""
+    out, shots = tmp_path / "res.json", tmp_path / "shots"
+    shots.mkdir()
+    out.write_text('{"previous": true}\n')
+    (shots / "o.png").write_bytes(b"previous")
+    fs_fault(shots, errno.EROFS if fault == "read_only" else errno.ENOSPC)
+    argv = COMMANDS["everything"][1](inp, out)
+    rc = main([*argv, "--overlay", str(shots / "o.png")])
+    assert_refused(rc, capsys.readouterr().err, "everything", shots / "o.png")
+    assert out.read_text() == '{"previous": true}\n' and (shots / "o.png").read_bytes() == b"previous"
+    assert_clean(tmp_path)
