@@ -269,7 +269,20 @@ def validate_config(cfg: DistillConfig) -> DistillConfig:
     _check(s2.corrections >= 0, "stage2.corrections", "must be >= 0")
     _check(s2.embed_loss_weight >= 0, "stage2.embed_loss_weight", "must be >= 0")
     _check(s2.iou_loss_weight >= 0, "stage2.iou_loss_weight", "must be >= 0")
+    # sizes that allocate per step: a typo of a few zeros must not exhaust memory mid-run
+    for key, hi in (("stage1.batch_size", MAX_BATCH), ("stage2.batch_size", MAX_BATCH),
+                    ("stage1.grad_accum", MAX_BATCH), ("stage2.grad_accum", MAX_BATCH),
+                    ("stage2.masks_per_image", MAX_BATCH), ("val_masks_per_image", MAX_BATCH),
+                    ("stage2.corrections", 1000), ("workers", 1024)):
+        v = cfg
+        for part in key.split("."):
+            v = getattr(v, part)
+        _check(v <= hi, key, f"must be <= {hi}, got {v}")
     return cfg
+
+
+#: the largest batch / masks-per-image / accumulation a config may ask for
+MAX_BATCH = 65536
 
 
 def config_from_dict(data: dict[str, Any]) -> DistillConfig:
