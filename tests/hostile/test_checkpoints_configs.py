@@ -74,7 +74,6 @@ def ck(tmp_path_factory, inputs):
     for name, meta in (("meta_not_json", "{not json"), ("meta_a_list", "[1, 2]"),
                        ("meta_negative", json.dumps({**cfg, "embed_dim": -4})),
                        ("meta_huge", json.dumps({**cfg, "image_size": 10 ** 9})),
-                       ("meta_huge_model", json.dumps({**cfg, "embed_dim": 16384, "depth": 2048})),
                        ("meta_wrong_type", json.dumps({**cfg, "depth": "deep"})),
                        ("meta_unknown_key", json.dumps({**cfg, "colour": "red"}))):
         save_file(sd, str(d / f"{name}.safetensors"), metadata={"sam_edge_config": meta})
@@ -94,7 +93,7 @@ EXPECT = {
     "missing_keys": "missing keys", "extra_keys": "unexpected keys", "wrong_shape": "mis-shaped keys",
     "not_a_dict": "expected a state dict", "not_tensors": "not tensors", "other_arch": "TinyViT",
     "meta_not_json": "is not JSON", "meta_a_list": "expected an object", "meta_negative": "embed_dim must be",
-    "meta_huge": "image_size must be", "meta_huge_model": "parameters", "meta_wrong_type": "depth must be",
+    "meta_huge": "image_size must be", "meta_wrong_type": "depth must be",
     "meta_unknown_key": "colour",
     "a_folder": "is a folder", "missing": "not found",
 }
@@ -264,3 +263,19 @@ def test_a_set_override_is_blamed_not_the_file(inputs, tmp_path, capsys):
     rc = main(["pretrain", "--model", "sam_test_tiny", "--data", str(inputs / "data"), "--out", str(tmp_path / "r"),
                "--batch-size", "0"])
     line = assert_refused(rc, capsys.readouterr().err, "pretrain", ["pretrain.batch_size", "must be"])
+
+
+@pytest.mark.parametrize("change,want", [
+    ({"embed_dim": 16384, "depth": 2048}, "parameters"),  # each size in bounds, the whole ~6600 G parameters
+    ({"global_attn_indexes": [2, 99]}, "global_attn_indexes"),
+    ({"pixel_std": [0.0, 1.0, 1.0]}, "pixel_std"),
+    ({"mlp_ratio": float("nan")}, "mlp_ratio"),
+    ({"rep_use_se": "yes"}, "rep_use_se"),
+])
+def test_model_config_checks_before_building(change, want):
+    """Checked on the config alone (building a model that size would exhaust memory first)."""
+    from sam_edge.registry import ModelConfig, get_config
+
+    data = {**get_config("sam_test_tiny").to_dict(), **change}
+    with pytest.raises(ValueError, match=want):
+        ModelConfig.from_dict(data)
