@@ -145,7 +145,8 @@ def _strict(text: str):
 
 
 def assert_refused(rc: int, err: str, command: str, names: str | list[str]) -> str:
-    """rc 2, one error line ``sam-edge COMMAND: error: ...`` naming ``names``, no traceback."""
+    """rc 2, one error line ``sam-edge COMMAND: error: ...`` naming ``names``, no traceback, nothing
+    else on stderr (but the random-weights warning a tiny test model without weights prints)."""
     lines = [ln for ln in err.splitlines() if ln.startswith("sam-edge ")]
     assert rc == 2, err
     assert "Traceback" not in err, err
@@ -153,6 +154,8 @@ def assert_refused(rc: int, err: str, command: str, names: str | list[str]) -> s
     assert err.rstrip("\n").splitlines()[-1] == lines[0], err  # the last thing said
     for n in names if isinstance(names, (list, tuple)) else [names]:
         assert str(n) in lines[0], (n, lines[0])
+    other = [ln for ln in err.splitlines() if not ln.startswith(("sam-edge ", "warning: no --checkpoint given"))]
+    assert not other, err  # nothing else: the random-weights warning of the tiny test models at most
     return lines[0]
 
 
