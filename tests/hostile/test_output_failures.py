@@ -60,7 +60,7 @@ COMMANDS = {
                                     "1", "--out", str(o)]),
 }
 #: commands whose full run is too slow here for the cases that fail only after the work
-SLOW = {"export", "distill"}
+SLOW = {"export"}
 
 
 @pytest.fixture(scope="module")
