@@ -35,6 +35,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from sam_edge.utils.io import dumps_json
+
 ABSENT = -10.0
 RUNNABLE_FORMATS = ("onnx", "executorch", "tflite", "coreml")
 
@@ -171,9 +173,9 @@ def pipelines(manifest: dict, formats: Optional[Sequence[str]]) -> list[tuple[di
 
 
 def _write(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
+    from sam_edge.utils.io import write_bytes_atomic
+
+    write_bytes_atomic(path, dumps_json(data, indent=1).encode())
 
 
 def main(argv=None) -> int:
@@ -207,7 +209,7 @@ def main(argv=None) -> int:
         fmt, prec = args.only.split(":", 1)
         todo = [(e, d) for e, d in todo if (e["format"], e["precision"]) == (fmt, prec)]
         res = run_pipeline(export_dir, manifest, *todo[0], inputs, args.runs, args.warmup, args.threads, out_dir)
-        print("RESULT " + json.dumps(res))
+        print("RESULT " + dumps_json(res))
         return 0
     path = out_dir / "timings.json"
     data = json.loads(path.read_text()) if path.is_file() else {"artifacts": [], "pipelines": []}

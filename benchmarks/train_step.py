@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import torch
 
+from sam_edge.utils.io import dumps_json
+
 TASKS = ("pretrain", "stage1", "stage2")
 
 
@@ -170,7 +172,7 @@ def run_here(args: argparse.Namespace) -> list[dict[str, Any]]:
         rows = []
         for task in args.tasks.split(","):
             row = bench_pretrain(args, data, work) if task == "pretrain" else bench_stage(args, data, work, task)
-            print(json.dumps(row), flush=True)
+            print(dumps_json(row), flush=True)
             rows.append(row)
     return rows
 
@@ -268,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(rows, before, args.compare_rev)
     print(table)
     if args.out:
-        from sam_edge.utils.io import write_json_atomic
+        from sam_edge.utils.io import write_bytes_atomic, write_json_atomic
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / "train_step.json", {"rows": rows, "before": before, "before_rev": args.compare_rev,
                                                     "threads": args.threads, "torch": torch.__version__})
-        (out / "train_step.md").write_text(table + "\n")
+        write_bytes_atomic(out / "train_step.md", (table + "\n").encode())
         print(f"wrote {out / 'train_step.json'} and {out / 'train_step.md'}")
     return 0
 

@@ -76,7 +76,7 @@ import torch
 import torch.utils.data
 
 from sam_edge.transforms import ResizeLongestSide
-from sam_edge.utils.io import atomic_path, write_bytes_atomic, write_json_atomic
+from sam_edge.utils.io import atomic_path, dumps_json, write_bytes_atomic, write_json_atomic
 
 from .data import ImageFolderDataset, SampleError, SkipReport, read_rgb
 
@@ -210,14 +210,9 @@ def _dist_env(rank: Optional[int], world_size: Optional[int]) -> tuple[int, int,
 
 
 def _resolve_device(device: str, local_rank: int) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
+    from sam_edge.utils.device import resolve_device
+
+    return resolve_device(device, local_rank)
 
 
 def _resolve_amp(amp: str, dtype: str, device: torch.device, existing: Optional[dict[str, Any]]) -> str:
@@ -566,7 +561,7 @@ def cache_teacher(
     all_done = [_load_done_shard(shards_dir, k, shards[k]) for k in range(len(shards))]
     if all(d is not None for d in all_done):
         index = _build_index(all_done, meta)
-        write_bytes_atomic(out / "index.json", (json.dumps(index, separators=(",", ":")) + "\n").encode())
+        write_bytes_atomic(out / "index.json", (dumps_json(index, separators=(",", ":")) + "\n").encode())
         complete = True
     total_skipped_cache = sum(len(d["skipped"]) for d in all_done if d is not None)
 

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from sam_edge.utils.io import dumps_json
     import logging
 
     from .cache import cache_teacher
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     )
     keep = ("rank", "world_size", "num_keys", "num_shards", "shards_written", "shards_reused", "encoded",
             "skipped", "skip_reasons", "seconds", "images_per_s", "complete", "index")
-    print(json.dumps({k: summary[k] for k in keep}, indent=2))
+    print(dumps_json({k: summary[k] for k in keep}, indent=2))
     return 0
 
 

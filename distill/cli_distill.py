@@ -35,7 +35,7 @@ def _setup_logging() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from sam_edge.utils.io import dumps_json
 
     from .distill import load_config, run_distill
 
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                                                                    "skipped_on_rerun", "skipped") if k in summary["stage1"]},
                  "stage2": {k: summary["stage2"].get(k) for k in ("train_seconds", "steps_per_s", "img_per_s",
                                                                    "skipped_on_rerun", "skipped") if k in summary["stage2"]}}
-        print(json.dumps(short, indent=2))
+        print(dumps_json(short, indent=2))
     return 0
 
 

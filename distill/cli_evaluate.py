@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from sam_edge.utils.io import dumps_json
     import time
 
     import torch
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     result.update(images=len(indices), seconds=round(time.perf_counter() - t0, 1),
                   model=args.model, checkpoint=args.checkpoint, data=str(args.data),
                   data_summary=ds.report.summary())
-    print(json.dumps(result, indent=2))
+    print(dumps_json(result, indent=2))
     if args.json:
         write_json_atomic(args.json, result)
     return 0

@@ -4,6 +4,7 @@ then iterations with no new point). Resumable: --resume continues exactly from R
 from __future__ import annotations
 
 import argparse
+import re
 import dataclasses
 
 
@@ -36,23 +37,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     from .pretrain import PretrainConfig
 
+    from .distill import ConfigError
+
     values: dict = {}
     if args.config:
         from .distill import read_yaml_mapping
 
         values.update(read_yaml_mapping(args.config))
+    flags = set()
     for f in dataclasses.fields(PretrainConfig):
         v = getattr(args, f.name, None)
         if v is not None:
             values[f.name] = v
+            flags.add(f.name)
     missing = [k for k in ("model", "data", "out") if not values.get(k)]
     if missing:
         raise ValueError(f"pretrain: missing required option(s): {', '.join('--' + m for m in missing)}")
-    return PretrainConfig.from_dict(values)
+    try:
+        return PretrainConfig.from_dict(values)
+    except ConfigError as exc:  # a bad value from the file: name the file
+        key = re.match(r"(?:unknown config key )?pretrain\.(\w+)", str(exc))
+        if args.config and (key is None or key.group(1) not in flags):
+            raise ConfigError(f"{args.config}: {exc}") from None
+        raise
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from sam_edge.utils.io import dumps_json
     import logging
 
     from .pretrain import Trainer
@@ -60,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args)
     summary = Trainer(cfg).fit(resume=args.resume)
-    print(json.dumps({"steps": summary["steps"], "validation": summary["validation"],
+    print(dumps_json({"steps": summary["steps"], "validation": summary["validation"],
                       "data": summary["data_summary"]}, indent=2))
     return 0

@@ -192,13 +192,17 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         raise bad
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            value = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise bad from None
-        raise bad
+        else:
+            raise bad
+        if not math.isfinite(value):  # .nan / .inf: a run that trains to NaN weights
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
+        return value
     if tp is str:
         if isinstance(value, str):
             return value
@@ -265,7 +269,20 @@ def validate_config(cfg: DistillConfig) -> DistillConfig:
     _check(s2.corrections >= 0, "stage2.corrections", "must be >= 0")
     _check(s2.embed_loss_weight >= 0, "stage2.embed_loss_weight", "must be >= 0")
     _check(s2.iou_loss_weight >= 0, "stage2.iou_loss_weight", "must be >= 0")
+    # sizes that allocate per step: a typo of a few zeros must not exhaust memory mid-run
+    for key, hi in (("stage1.batch_size", MAX_BATCH), ("stage2.batch_size", MAX_BATCH),
+                    ("stage1.grad_accum", MAX_BATCH), ("stage2.grad_accum", MAX_BATCH),
+                    ("stage2.masks_per_image", MAX_BATCH), ("val_masks_per_image", MAX_BATCH),
+                    ("stage2.corrections", 1000), ("workers", 1024)):
+        v = cfg
+        for part in key.split("."):
+            v = getattr(v, part)
+        _check(v <= hi, key, f"must be <= {hi}, got {v}")
     return cfg
+
+
+#: the largest batch / masks-per-image / accumulation a config may ask for
+MAX_BATCH = 65536
 
 
 def config_from_dict(data: dict[str, Any]) -> DistillConfig:
@@ -321,7 +338,16 @@ def safe_yaml(text: str, name: str) -> Any:
     try:
         return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{name}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{name}: not valid YAML ({_yaml_problem(exc)})") from None
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's error on one line: the problem and where (its str() spans several lines)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if problem is None:
+        return " ".join(str(exc).split())
+    return f"{problem}" + (f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "")
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
@@ -329,14 +355,23 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML config file")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: {path.stat().st_size} bytes; a config file is at most {MAX_CONFIG_BYTES} bytes")
     try:
-        raw = safe_yaml(path.read_text(), str(path)) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                          "expected a YAML config file") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: holds NUL bytes (a binary file?); expected a YAML config file")
+    try:
+        raw = safe_yaml(text, str(path)) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return raw
@@ -360,7 +395,25 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
         data.update(copy.deepcopy(section))
     for item in overrides:
         _apply_override(data, item)
-    return config_from_dict(data)
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise blame_file(exc, path, overrides, ROOT) from None
+
+
+def blame_file(exc: ConfigError, path: str | Path | None, overrides: Sequence[str], root: str) -> ConfigError:
+    """``exc`` prefixed with the config file's name, unless no file was read or the key it names
+    (``root.a.b``) was set by a ``--set`` / command-line override."""
+    if path is None or str(exc).startswith(str(path)):
+        return exc
+    m = re.search(rf"\b{re.escape(root)}\.([\w.]+)", str(exc))
+    key = m.group(1) if m else None
+    for item in overrides:
+        k = item.split("=", 1)[0].strip()
+        k = k[len(root) + 1:] if k.startswith(root + ".") else k
+        if key is not None and (key == k or key.startswith(k + ".") or k.startswith(key + ".")):
+            return exc
+    return ConfigError(f"{path}: {exc}")
 
 
 def check_paths(cfg: DistillConfig) -> None:
@@ -371,9 +424,13 @@ def check_paths(cfg: DistillConfig) -> None:
     if cfg.cache is not None:
         _check(Path(cfg.cache).is_dir(), "cache", f"teacher-embedding cache folder not found: {cfg.cache}")
     if cfg.teacher_checkpoint is not None:
-        _check(Path(cfg.teacher_checkpoint).is_file(), "teacher_checkpoint", f"file not found: {cfg.teacher_checkpoint}")
+        _check(Path(cfg.teacher_checkpoint).is_file(), "teacher_checkpoint",
+               f"{'is a folder, expected a checkpoint file' if Path(cfg.teacher_checkpoint).is_dir() else 'file not found'}: "
+               f"{cfg.teacher_checkpoint}")
     if cfg.student_init is not None:
-        _check(Path(cfg.student_init).is_file(), "student_init", f"file not found: {cfg.student_init}")
+        _check(Path(cfg.student_init).is_file(), "student_init",
+               f"{'is a folder, expected a checkpoint file' if Path(cfg.student_init).is_dir() else 'file not found'}: "
+               f"{cfg.student_init}")
 
 
 # =============================================================================================
@@ -947,7 +1004,7 @@ class Distiller:
         if cfg.cache is not None:
             self.cache = _open_cache(cfg.cache)
             self._check_cache(tcfg)
-        self.env = ddp.setup(cfg.device)
+        self.env = ddp.setup(cfg.device, option="distill.device")
         try:
             self.device = self.env.device
             self.amp_dtype = _amp_dtype(self.device, cfg.amp)

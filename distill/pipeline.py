@@ -116,6 +116,17 @@ class PipelineConfig:
 
 def load_pipeline_config(path: str | Path, overrides: Sequence[str] = (), out: Optional[str] = None) -> PipelineConfig:
     raw = read_yaml_mapping(path)
+    try:
+        return _pipeline_config(raw, path, overrides, out)
+    except ConfigError as exc:  # name the file, unless a --set override holds the bad value
+        msg = str(exc)
+        keys = [item.split("=", 1)[0].strip() for item in overrides]
+        if msg.startswith((str(path), "--set")) or any(k and k in msg for k in keys):
+            raise
+        raise ConfigError(f"{path}: {msg}") from None
+
+
+def _pipeline_config(raw: dict, path: str | Path, overrides: Sequence[str], out: Optional[str]) -> PipelineConfig:
     known = set(SECTIONS) | {"distill"}
     unknown = [k for k in raw if k not in known]
     if unknown:

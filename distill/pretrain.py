@@ -36,7 +36,6 @@ from torch import nn
 from sam_edge.checkpoint import save_model
 from sam_edge.modeling.sam import Sam
 from sam_edge.registry import create_model
-from sam_edge.utils.config import dataclass_from_dict
 from sam_edge.utils.io import write_json_atomic
 
 from training import ddp
@@ -84,7 +83,42 @@ class PretrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
-        return dataclass_from_dict(cls, d, "pretrain config")
+        """Strict: unknown keys, wrong types (``pretrain.KEY: expected ...``), non-finite numbers
+        and sizes out of range are :class:`~distill.distill.ConfigError`\ s naming the key."""
+        from .distill import ConfigError, _parse_section
+
+        if not isinstance(d, dict):
+            raise ConfigError(f"pretrain: expected a mapping of options, got {type(d).__name__}")
+        cfg = _parse_section(cls, d, "pretrain")
+        cfg.validate()
+        return cfg
+
+    #: (key, lowest, highest) for the integer options; None: unbounded
+    INT_RANGES = (("epochs", 1, None), ("max_steps", 1, None), ("batch_size", 1, 65536),
+                  ("masks_per_image", 1, 65536), ("warmup_steps", 0, None), ("corrections", 0, 1000),
+                  ("extra_iters", 0, 1000), ("val_images", 0, None), ("val_every", 1, None),
+                  ("ckpt_every", 1, None), ("log_every", 1, None), ("grad_accum", 1, 65536), ("workers", 0, 1024))
+
+    def validate(self) -> "PretrainConfig":
+        from .distill import ConfigError
+
+        for key, lo, hi in self.INT_RANGES:
+            v = getattr(self, key)
+            if v is not None and (v < lo or (hi is not None and v > hi)):
+                want = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise ConfigError(f"pretrain.{key}: must be {want}, got {v}")
+        checks = (("lr", self.lr > 0, "> 0"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                  ("grad_clip", self.grad_clip >= 0, ">= 0"), ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+                  ("point_prob", 0 <= self.point_prob <= 1, "in [0, 1]"),
+                  ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"))
+        for key, ok, want in checks:
+            if not ok:
+                raise ConfigError(f"pretrain.{key}: must be {want}, got {getattr(self, key)}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigError(f"pretrain.amp: must be auto, bf16, fp16 or off, got {self.amp!r}")
+        if self.compile not in ("off", "decoder"):
+            raise ConfigError(f"pretrain.compile: must be off or decoder, got {self.compile!r}")
+        return self
 
 
 # ----------------------------------------------------------------------------------- batches

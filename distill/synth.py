@@ -542,7 +542,9 @@ def _encode_jpeg(image: np.ndarray, quality: int) -> bytes:
 
 
 def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    from sam_edge.utils.io import dumps_json
+
+    return dumps_json(obj, separators=(",", ":")).encode("utf-8")
 
 
 def generate_image(index: int, image_size: int | Sequence[int], seed: int,

@@ -34,6 +34,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from sam_edge.runtime.manifest import SCHEMA_VERSION, ManifestError, load_manifest, select_artifacts
+from sam_edge.utils.io import dumps_json, write_bytes_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APPS_DIR = REPO_ROOT / "apps"
@@ -397,8 +398,7 @@ def trimmed_manifest(manifest: dict[str, Any], selection: dict[str, dict[str, st
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def generate(
@@ -430,7 +430,7 @@ def generate(
     if manifest_copy is not None:
         selection = {"ios": {"format": ios["format"], "precision": ios["precision"]},
                      "android": {"format": android["format"], "precision": android["precision"]}}
-        _write(Path(manifest_copy), json.dumps(trimmed_manifest(manifest, selection), indent=2) + "\n")
+        _write(Path(manifest_copy), dumps_json(trimmed_manifest(manifest, selection), indent=2) + "\n")
     return {"ios": ios, "android": android, "swift": swift, "kotlin": kotlin}
 
 

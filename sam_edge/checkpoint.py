@@ -48,6 +48,8 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Read a checkpoint file -> (state dict, stored model config or None)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: is a folder, expected a checkpoint file (.safetensors, .pth, .pt)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
@@ -61,20 +63,37 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | N
             sd = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({exc})") from exc
-        config = json.loads(meta[CONFIG_METADATA_KEY]) if CONFIG_METADATA_KEY in meta else None
+        config = _metadata_config(meta, path)
         return _check_finite(sd, path), config
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0] if str(exc).strip() else "refused"
         raise CheckpointError(
             f"checkpoint {path}: refused, it is a pickle that needs code execution to load "
-            f"(torch.load weights_only=True rejected it: {str(exc).splitlines()[0]}). "
+            f"(torch.load weights_only=True rejected it: {first}). "
             "Re-save it as a plain state dict or as safetensors."
         ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"checkpoint {path}: not a readable torch file ({exc})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else f"{type(exc).__name__}: empty or cut short"
+        raise CheckpointError(f"checkpoint {path}: not a readable torch file ({why})") from exc
     config = obj.get("config") if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping) else None
     return _check_finite(_unwrap(obj, path), path), config
+
+
+def _metadata_config(meta: Mapping[str, str], path: Path) -> dict | None:
+    """The model config stored in a safetensors file's metadata (a JSON object), or None."""
+    if CONFIG_METADATA_KEY not in meta:
+        return None
+    try:
+        config = json.loads(meta[CONFIG_METADATA_KEY])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path}: metadata {CONFIG_METADATA_KEY!r} is not JSON ({exc}); "
+                              "expected the model config written by sam_edge.save_model") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {path}: metadata {CONFIG_METADATA_KEY!r} is a JSON "
+                              f"{type(config).__name__}, expected an object (the model config)")
+    return config
 
 
 def _check_finite(sd: Mapping[str, torch.Tensor], path: Path) -> Mapping[str, torch.Tensor]:
@@ -125,7 +144,7 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
 
     def _fmt(label: str, items: list[str]) -> str:
         more = f" ... and {len(items) - 8} more" if len(items) > 8 else ""
-        return f"  {label} ({len(items)}): {', '.join(items[:8])}{more}"
+        return f"{label} ({len(items)}): {', '.join(items[:8])}{more}"
 
     lines = [f"{source} does not fit the model. The checkpoint holds {describe_state_dict(sd)}; "
              f"the model expects {describe_state_dict(expected)}."]
@@ -135,7 +154,7 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
         lines.append(_fmt("unexpected keys", unexpected))
     if shapes:
         lines.append(_fmt("mis-shaped keys", shapes))
-    raise CheckpointError("\n".join(lines))
+    raise CheckpointError("; ".join(lines))  # one line: the CLI prints it as its error
 
 
 def load_checkpoint_into(model: nn.Module, path: str | Path, model_name: str | None = None) -> nn.Module:
@@ -190,7 +209,11 @@ def load_model(path: str | Path):
             f"checkpoint {path}: carries no sam_edge model config; use "
             "sam_edge.create_model(NAME, checkpoint=PATH) with the matching model name instead"
         )
-    config = ModelConfig.from_dict(cfg)
+    try:
+        config = ModelConfig.from_dict(cfg)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: its model config (metadata {CONFIG_METADATA_KEY!r}) is not "
+                              f"valid: {exc}") from None
     model = build_sam(config)
     model.config = config  # type: ignore[attr-defined]
     check_state_dict(model, sd, f"checkpoint {path}")

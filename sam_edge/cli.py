@@ -7,6 +7,7 @@ modules of the training/export/benchmark packages are imported only when their c
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from typing import Sequence
@@ -56,6 +57,9 @@ def _version() -> str:
 USER_ERRORS = {"ConfigError", "RunStateError", "ManifestError", "BackendUnavailable", "ExportError", "VerificationError", "BenchError", "DeviceError"}
 
 
+#: errors of the file system reported as one line even when no path came with them
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
 #: options whose value may start with a minus sign (a prompt outside the image must reach the
 #: out-of-image check, not argparse's "expected one argument")
 SIGNED_VALUE_OPTIONS = ("--point", "--box")
@@ -88,9 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args._module.run(args) or 0)
-    except (ImageError, PromptError, CheckpointError, KeyError, ValueError, FileNotFoundError) as exc:
+    except (ImageError, PromptError, CheckpointError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sam-edge {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # the file system refused (an --out that is a file or under one, a read-only folder, a
+        # full disk, a missing input): one line naming the path; the writers leave nothing
+        # half-written (sam_edge.utils.io)
+        if exc.filename is None and not isinstance(exc, FileNotFoundError) and exc.errno not in _DISK_ERRNOS:
+            raise
+        from .utils.io import describe_os_error
+
+        print(f"sam-edge {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:
         # errors of the export / runtime / benchmark packages that name the bad input

@@ -25,6 +25,47 @@ from .modeling.transformer import TwoWayTransformer
 ENCODER_KINDS = ("vit", "tiny_vit", "repvit")
 
 
+#: bounds of a model config read from a file (a checkpoint's metadata): sizes beyond these would
+#: exhaust memory or fail deep inside PyTorch instead of naming the bad field
+MAX_IMAGE_SIZE = 8192
+MAX_DIM = 16384
+MAX_PARAMS = 4_000_000_000
+
+
+def _check_field_types(cfg: Any) -> None:
+    """Each field of ``cfg`` has its declared type (JSON gives lists for tuples: converted by
+    the loader) and sizes are positive and bounded."""
+    import math
+
+    for f in dataclasses.fields(cfg):
+        v, typ, name = getattr(cfg, f.name), str(f.type), f.name
+        lo = 0 if name in ("window_size", "global_attn_indexes") else 1
+        if typ == "str":
+            ok = isinstance(v, str)
+            want = "a string"
+        elif typ == "bool":
+            ok = isinstance(v, bool)
+            want = "true or false"
+        elif typ == "int":
+            ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= MAX_DIM
+            want = f"an integer in [{lo}, {MAX_DIM}]"
+        elif typ == "float":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= 1000
+            want = "a number in (0, 1000]"
+        elif typ.startswith("tuple[int"):
+            ok = isinstance(v, tuple) and 0 < len(v) <= 64 and all(
+                isinstance(x, int) and not isinstance(x, bool) and lo <= x <= MAX_DIM for x in v)
+            want = f"a non-empty list of integers in [{lo}, {MAX_DIM}]"
+        elif typ.startswith("tuple[float"):
+            ok = isinstance(v, tuple) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+            want = "a list of finite numbers"
+        else:  # pragma: no cover - a new field type: add it above
+            continue
+        if not ok:
+            raise ValueError(f"{name} must be {want}, got {v!r}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build a SAM-family model. Fields not used by ``encoder_kind`` are
@@ -68,10 +109,38 @@ class ModelConfig:
     bundled_weights: str = ""
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if self.encoder_kind not in ENCODER_KINDS:
             raise ValueError(f"encoder_kind must be one of {ENCODER_KINDS}, got {self.encoder_kind!r}")
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
+        if not 16 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise ValueError(f"image_size must be in [16, {MAX_IMAGE_SIZE}], got {self.image_size}")
+        bad = [i for i in self.global_attn_indexes if not 0 <= i < self.depth]
+        if self.encoder_kind == "vit" and bad:
+            raise ValueError(f"global_attn_indexes must be block indexes in [0, depth={self.depth}), got {bad}")
+        for name in ("pixel_mean", "pixel_std"):
+            if len(getattr(self, name)) != 3:
+                raise ValueError(f"{name} must hold 3 numbers (R, G, B), got {getattr(self, name)!r}")
+        if any(s <= 0 for s in self.pixel_std):
+            raise ValueError(f"pixel_std must be > 0, got {self.pixel_std!r}")
+        params = self.approx_params()
+        if params > MAX_PARAMS:
+            raise ValueError(f"these sizes give a model of about {params / 1e9:.1f} G parameters (SAM ViT-H: "
+                             f"0.64 G); refusing above {MAX_PARAMS / 1e9:.0f} G")
+
+    def approx_params(self) -> int:
+        """A rough parameter count (transformer blocks ~12 d^2, convolutions ignored): enough to
+        refuse a config whose sizes would exhaust memory before building it."""
+        if self.encoder_kind == "vit":
+            enc = 12 * self.depth * self.embed_dim ** 2
+        elif self.encoder_kind == "tiny_vit":
+            enc = sum(12 * n * d ** 2 for n, d in zip(self.tiny_depths, self.tiny_embed_dims))
+        else:
+            enc = sum(int(4 * self.mlp_ratio) * n * d ** 2 for n, d in zip(self.rep_depths, self.rep_dims))
+        p = self.prompt_embed_dim
+        dec = self.decoder_depth * (8 * p * p + 2 * p * self.decoder_mlp_dim) + self.num_multimask_outputs * 3 * p * p
+        return int(enc + dec)
 
     @property
     def embedding_size(self) -> int:

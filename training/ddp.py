@@ -64,26 +64,23 @@ class DistEnv:
         return self.rank == 0
 
 
-def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for, but CUDA is not available")
-        return torch.device(device if ":" in device else f"cuda:{local_rank}")
-    return torch.device(device)
+def resolve_device(device: str = "auto", local_rank: int = 0, option: str = "--device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``. A device this
+    machine cannot run raises ``sam_edge.utils.device.DeviceUnavailable`` (a ``ValueError``)."""
+    from sam_edge.utils.device import resolve_device as _resolve
+
+    return _resolve(device, local_rank, option)
 
 
-def setup(device: str = "auto") -> DistEnv:
+def setup(device: str = "auto", option: str = "--device") -> DistEnv:
     """Read the torchrun environment; with ``WORLD_SIZE`` > 1 join (or create) the default
     process group: NCCL when training on CUDA, gloo on CPU."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistEnv(device=resolve_device(device))
+        return DistEnv(device=resolve_device(device, option=option))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, option)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     owns = False

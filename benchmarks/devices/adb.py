@@ -37,7 +37,6 @@ Core ML artifacts are skipped (Apple devices only: use the iOS app and
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import subprocess
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import DeviceError, artifact_record, latency_stats
+from sam_edge.utils.io import write_json_atomic
 
 DEVICE_TOOLS = {"executorch": "executor_runner", "tflite": "benchmark_model"}
 SKIP_NOTES = {
@@ -274,5 +274,5 @@ def run_adb(spec: str, artifact_dir, out_dir, runs: int = 20, warmup: int = 3, t
         if cleanup:
             call.shell(f"rm -f {q}")
     result = {"env": env, "artifacts": records, "pipelines": [], "skipped": skipped, "device": spec}
-    (out_dir / "timings.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(out_dir / "timings.json", result)
     return result

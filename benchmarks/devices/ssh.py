@@ -23,7 +23,6 @@ local copy of ``timings.json``).
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import tarfile
@@ -34,6 +33,7 @@ from typing import Any, Optional, Sequence
 from urllib.parse import urlsplit
 
 from . import DeviceError
+from sam_edge.utils.io import write_json_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("benchmarks", "sam_edge")
@@ -268,7 +268,5 @@ def run_ssh(spec: str, artifact_dir, inputs_npz, out_dir, runs: int = 20, warmup
     except json.JSONDecodeError as exc:
         raise DeviceError(f"{path} (from {target}) is not valid JSON: {exc}") from None
     timings["device"] = spec
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(timings, indent=2))
-    os.replace(tmp, path)
+    write_json_atomic(path, timings)
     return timings

@@ -25,4 +25,7 @@ def load_model_from_args(args: argparse.Namespace):
             file=sys.stderr,
         )
         torch.manual_seed(args.seed)
-    return create_model(args.model, checkpoint=args.checkpoint).to(args.device)
+    from ..utils.device import resolve_device
+
+    device = resolve_device(args.device)  # before loading: a bad --device fails fast
+    return create_model(args.model, checkpoint=args.checkpoint).to(device)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..everything import AutomaticMaskGenerator
     from ..image import load_image
     from ..utils.amg import coco_decode_rle
-    from ..utils.io import atomic_path, write_json_atomic
+    from ..utils.io import atomic_path, dumps_json
     from ..visualize import overlay_masks
 
     image = load_image(args.image)
@@ -54,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
         for key in ("predicted_iou", "stability_score"):
             if a[key] != a[key]:
                 a[key] = None
-    write_json_atomic(out, anns)
     overlay_path = Path(args.overlay) if args.overlay else out.with_suffix(".png")
     masks = [coco_decode_rle(a["segmentation"]).astype(bool) for a in anns]
-    with atomic_path(overlay_path) as tmp:
-        Image.fromarray(overlay_masks(image, masks)).save(tmp, format="PNG")
+    # both files written first, then renamed (overlay, JSON last): a failure leaves the old pair
+    with atomic_path(out) as tmp_json, atomic_path(overlay_path) as tmp_png:
+        tmp_json.write_bytes((dumps_json(anns, indent=2) + "\n").encode())
+        Image.fromarray(overlay_masks(image, masks)).save(tmp_png, format="PNG")
     print(f"{len(anns)} masks in {elapsed:.2f} s -> {out}, overlay {overlay_path}")
     return 0
 

@@ -9,13 +9,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from ..registry import get_config, list_models
+    from ..utils.io import dumps_json
 
     configs = [get_config(n) for n in list_models()]
     if args.json:
-        print(json.dumps([c.to_dict() for c in configs], indent=2))
+        print(dumps_json([c.to_dict() for c in configs], indent=2))
         return 0
     print(f"{'name':<22} {'encoder':<9} {'input':>5}  {'checkpoint':<22} description")
     for c in configs:
