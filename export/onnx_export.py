@@ -222,19 +222,24 @@ STATIC_FLOAT_SCOPES = ("iou_prediction_head",)
 def float_kept_nodes(path: Path) -> list[str]:
     """Nodes the static quantizer leaves in float: MatMul nodes with no constant operand
     (attention's q @ k^T and attn @ v; uint8 attention logits / probabilities cost most of the
-    accuracy: sam_demo_teacher decoder mask IoU 0.83 with them quantised, 0.94 without) and
-    nodes under ``STATIC_FLOAT_SCOPES``."""
+    accuracy: sam_demo_teacher decoder mask IoU 0.83 with them quantised, 0.94 without), MatMul
+    nodes with a rank-3 constant (the factorised attention's per-head weights) and nodes under
+    ``STATIC_FLOAT_SCOPES``."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    consts = {i.name for i in graph.initializer}
-    consts |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    rank = {i.name: len(i.dims) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            t = next((a.t for a in n.attribute if a.name == "value"), None)
+            rank.update({o: len(t.dims) if t is not None else 0 for o in n.output})
     keep = []
     for n in graph.node:
         scopes = " ".join(p.value for p in n.metadata_props if p.key.endswith("name_scopes"))
-        if (n.op_type == "MatMul" and not any(i in consts for i in n.input)) or any(
-            s in scopes or s in n.name for s in STATIC_FLOAT_SCOPES
-        ):
+        # MatMul with no constant operand, or with a per-head (rank >= 3) weight of the factorised
+        # attention, which onnxruntime's per-channel QLinearMatMul does not take
+        if (n.op_type == "MatMul" and (not any(i in rank for i in n.input) or any(rank.get(i, 0) >= 3 for i in n.input))) \
+                or any(s in scopes or s in n.name for s in STATIC_FLOAT_SCOPES):
             keep.append(n.name)
     return keep
 

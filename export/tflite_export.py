@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from sam_edge.modeling.sam import Sam
+from sam_edge.modeling.transformer import attention_mode, key_token_bias
 from sam_edge.runtime.backend_tflite import PAD_LABEL, SIGNATURE_KEY, LiteRTSession, pad_points
 
 from .calibration import decoder_calibration_feeds, encoder_calibration_feeds
@@ -99,28 +100,6 @@ def _quiet():
 
 
 # -- decoder with exact point-slot padding ----------------------------------------------------------
-class _MaskTokenKeys(torch.overrides.TorchFunctionMode):
-    """Adds ``bias`` (1 x 1 x 1 x T) to the attention logits of every SDPA call whose keys are the
-    T prompt tokens (token self-attention and image -> token attention), in math form."""
-
-    def __init__(self, bias: torch.Tensor, num_tokens: int) -> None:
-        super().__init__()
-        self.bias, self.num_tokens = bias, num_tokens
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.nn.functional.scaled_dot_product_attention:
-            q, k, v = args[:3]
-            if kwargs.get("attn_mask") is not None or len(args) > 3:
-                raise NotImplementedError("tflite decoder: SDPA with its own attn_mask is not expected")
-            scale = kwargs.get("scale") or q.shape[-1] ** -0.5
-            attn = (q * scale) @ k.transpose(-2, -1)
-            if k.shape[-2] == self.num_tokens:
-                attn = attn + self.bias
-            return attn.softmax(dim=-1) @ v
-        return func(*args, **kwargs)
-
-
 class SlotDecoderWrapper(DecoderWrapper):
     """:class:`export.wrappers.DecoderWrapper` with a fixed number of point slots: slots labelled
     ``PAD_LABEL`` (-2; see :data:`sam_edge.runtime.backend_tflite.PAD_LABEL`) are removed from
@@ -135,7 +114,7 @@ class SlotDecoderWrapper(DecoderWrapper):
         n_tokens = n_out + point_labels.shape[1]
         if n_tokens == self.embedding_size[0] * self.embedding_size[1]:
             raise ValueError("max_points: token count equals the image token count; pick another max_points")
-        with _MaskTokenKeys(bias[:, None, None, :], n_tokens):
+        with key_token_bias(bias, n_tokens):
             return super().forward(image_embeddings, point_coords, point_labels, mask_input, has_mask_input)
 
 
@@ -329,8 +308,11 @@ def export_tflite(
         fp32 = {"encoder": tmp / "encoder_fp32.tflite", "decoder": tmp / "decoder_fp32.tflite"}
         notes = {
             "encoder": convert_graph(enc, enc.example_inputs(), fp32["encoder"]),
-            "decoder": convert_graph(dec, dec_args, fp32["decoder"]),
         }
+        # SAM's direct attention: LiteRT runs the factorised form's batched matmuls slower
+        # (1024-px decoder, 1 click: 110 ms vs 72 ms; benchmarks/decoder_latency.py)
+        with attention_mode(dec, "direct"):
+            notes["decoder"] = convert_graph(dec, dec_args, fp32["decoder"])
         names = {"encoder": ENCODER_INPUT_NAMES, "decoder": DECODER_INPUT_NAMES}
         feeds: dict[str, list] = {}
         for prec in precisions:

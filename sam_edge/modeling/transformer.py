@@ -1,6 +1,10 @@
 """SAM's two-way transformer: prompt tokens and image embedding attend to each other."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,8 +24,72 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v)
 
 
+#: (bias B x T, T): added to the attention logits of every :class:`Attention` call whose keys
+#: are T tokens (see :func:`key_token_bias`)
+_KEY_BIAS: contextvars.ContextVar[Optional[tuple[torch.Tensor, int]]] = contextvars.ContextVar("key_bias", default=None)
+
+
+@contextlib.contextmanager
+def key_token_bias(bias: torch.Tensor, num_tokens: int) -> Iterator[None]:
+    """Within the block, attention whose keys are ``num_tokens`` tokens adds ``bias`` (B x
+    num_tokens; e.g. -1e4 on padding slots, so that no query sees them) to its logits, on both
+    paths. Used by the fixed-slot TFLite decoder (export.tflite_export.SlotDecoderWrapper)."""
+    token = _KEY_BIAS.set((bias, int(num_tokens)))
+    try:
+        yield
+    finally:
+        _KEY_BIAS.reset(token)
+
+
+def _key_bias(num_keys) -> Optional[torch.Tensor]:
+    kb = _KEY_BIAS.get()
+    return kb[0] if kb is not None and num_keys == kb[1] else None
+
+
+#: how :class:`Attention` computes: "auto" (the cheaper of the two, from the shapes; where
+#: sizes are symbolic, as in an export with a dynamic number of points: "factorised"),
+#: "direct", "factorised"
+ATTENTION_MODES = ("auto", "direct", "factorised")
+
+
+@contextlib.contextmanager
+def attention_mode(module: nn.Module, mode: str) -> Iterator[None]:
+    """Every :class:`Attention` under ``module`` computes in ``mode`` within the block (restored
+    after), e.g. ``direct`` while converting a graph whose runtime runs it faster."""
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"attention mode: expected one of {ATTENTION_MODES}, got {mode!r}")
+    mods = [m for m in module.modules() if isinstance(m, Attention)]
+    old = [m.mode for m in mods]
+    for m in mods:
+        m.mode = mode
+    try:
+        yield
+    finally:
+        for m, o in zip(mods, old):
+            m.mode = o
+
+
 class Attention(nn.Module):
-    """Multi-head attention whose q/k/v projections may downscale the embedding size."""
+    """Multi-head attention whose q/k/v projections may downscale the embedding size.
+
+    Two ways to compute the same function (they differ by float rounding only):
+
+    * ``direct``: project q, k and v, attend, project out (SAM's code);
+    * ``factorised``: when one side has few tokens (SAM's decoder: a handful of prompt tokens
+      against 4096 image tokens), fold the projections of the *large* side into the small side
+      by associativity, so the large side is never projected: with few queries,
+      ``(q Wk_h) k_in^T`` instead of ``q_h (k_in Wk_h^T)^T`` and ``(a_h v_in) Wv_h^T`` instead of
+      ``a_h (v_in Wv_h^T)``; with few keys, ``q_in (k_h Wq_h)^T`` and
+      ``sum_h a_h (v_h Wo_h^T)``. The key bias drops out (a constant per softmax row). Per large
+      token this costs ``2 * heads * n_small * C`` multiply-adds instead of
+      ``2 * C * internal_dim``: a gain while ``n_small < head_dim`` (16 in SAM's decoder, i.e.
+      up to 10 points with the 5 output tokens and the padding point), a loss beyond it.
+
+    ``mode`` (a plain attribute, see :data:`ATTENTION_MODES`): "auto" picks the cheaper path from
+    the shapes (training included: both paths have the same gradients; a fixed-size export such
+    as TFLite's decides at conversion) and the factorised one where the number of tokens is
+    symbolic (ONNX / ExecuTorch / Core ML decoders take 1..64 points: they are meant for
+    interactive prompts; a 64-point prompt then costs ~3x the direct path in these layers)."""
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
         super().__init__()
@@ -34,17 +102,84 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.v_proj = nn.Linear(embedding_dim, self.internal_dim)
         self.out_proj = nn.Linear(self.internal_dim, embedding_dim)
+        self.mode = "auto"
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
+    def _head_weights(self, lin: nn.Linear) -> torch.Tensor:
+        """Linear weight (internal x C) as heads x head_dim x C."""
+        return lin.weight.reshape(self.num_heads, self.internal_dim // self.num_heads, lin.in_features)
+
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q: B x Nq x C, k and v: B x Nk x C -> B x Nq x C."""
+        """q: B x Nq x C, k and v: B x Nk x C (B may be 1 on one side: broadcast) -> B x Nq x C."""
+        path = self._path(q, k, v)
+        if path == "few_queries":
+            return self._few_queries(q, k, v)
+        if path == "few_keys":
+            return self._few_keys(q, k, v)
+        bias = _key_bias(k.shape[1])
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        out = sdpa(q, k, v)
+        if bias is None:
+            out = sdpa(q, k, v)
+        else:  # math form (converters take it everywhere), logits + bias over the keys
+            attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1) + bias[:, None, None, :]
+            out = attn.softmax(dim=-1) @ v
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
+
+    def _path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
+        if self.mode == "direct" or q.shape[1] == k.shape[1] or k is not v and k.shape != v.shape:
+            return "direct"
+        small = "few_queries" if q.shape[1] < k.shape[1] else "few_keys"
+        bq, nq, bk, nk = q.shape[0], q.shape[1], k.shape[0], k.shape[1]
+        if self.mode == "factorised" or not all(type(x) is int for x in (bq, nq, bk, nk)):
+            return small  # symbolic sizes: an export with a dynamic number of points
+        h, c, ci = self.num_heads, self.embedding_dim, self.internal_dim
+        b = max(bq, bk)
+        direct = bq * nq * c * ci + 2 * bk * nk * c * ci + 2 * b * nq * nk * ci + bq * nq * ci * c
+        if small == "few_queries":
+            fact = bq * nq * c * ci + 2 * b * h * nq * nk * c + 2 * b * nq * ci * c
+        else:
+            fact = 2 * bk * nk * c * ci + 2 * b * h * nq * nk * c + 2 * b * nk * ci * c
+        return small if fact < direct else "direct"
+
+    def _few_queries(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+        h = self.num_heads
+        d = self.internal_dim // h
+        q = self._heads(self.q_proj(q_in)) * d ** -0.5                     # B h Nq d
+        b, _, nq, _ = q.shape
+        qk = torch.matmul(q, self._head_weights(self.k_proj))              # B h Nq C
+        qk = qk.reshape(b, h * nq, qk.shape[-1])
+        scores = torch.matmul(qk, k_in.transpose(1, 2))                    # B (h Nq) Nk
+        bias = _key_bias(k_in.shape[1])
+        if bias is not None:
+            scores = scores + bias[:, None, :]
+        attn = scores.softmax(dim=-1)
+        av = torch.matmul(attn, v_in).reshape(b, h, nq, -1)                # B h Nq C
+        out = torch.matmul(av, self._head_weights(self.v_proj).transpose(1, 2))
+        out = out + self.v_proj.bias.reshape(h, 1, d)                      # B h Nq d (rows of attn sum to 1)
+        return self.out_proj(out.transpose(1, 2).reshape(b, nq, h * d))
+
+    def _few_keys(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+        h = self.num_heads
+        d = self.internal_dim // h
+        k = self._heads(self.k_proj(k_in)) * d ** -0.5                     # B h Nk d
+        v = self._heads(self.v_proj(v_in))                                 # B h Nk d
+        b, _, nk, _ = k.shape
+        kq = torch.matmul(k, self._head_weights(self.q_proj))              # B h Nk C
+        kb = torch.matmul(k, self.q_proj.bias.reshape(h, d, 1))            # B h Nk 1: q bias . k
+        scores = torch.matmul(q_in, kq.reshape(b, h * nk, -1).transpose(1, 2)) + kb.reshape(b, 1, h * nk)
+        nq = scores.shape[1]
+        scores = scores.reshape(scores.shape[0], nq, h, nk)
+        bias = _key_bias(nk)
+        if bias is not None:
+            scores = scores + bias[:, None, None, :]
+        attn = scores.softmax(dim=-1).reshape(scores.shape[0], nq, h * nk)
+        wo = self.out_proj.weight.reshape(self.embedding_dim, h, d).permute(1, 2, 0)  # h d C
+        vo = torch.matmul(v, wo).reshape(b, h * nk, self.embedding_dim)    # B (h Nk) C
+        return torch.matmul(attn, vo) + self.out_proj.bias
 
 
 class TwoWayAttentionBlock(nn.Module):
