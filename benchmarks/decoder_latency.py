@@ -21,10 +21,8 @@ comparison came from exports made before that rule (in README).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,14 +52,9 @@ def decoder_host(mode: str):
 
 
 def _median_ms(fn, repeats: int) -> float:
-    fn()
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    from benchmarks.core_latency import timed
+
+    return 1000 * timed(fn, repeats, warmup=2)
 
 
 def _prompt(n_points: int, size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -166,3 +166,18 @@ def assert_clean(root: Path) -> None:
     for p in root.rglob("*.json"):
         if p.is_file():
             _strict(p.read_text())
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tmp_path_factory) -> Path:
+    """A tiny ONNX export (sam_test_tiny, fp32), shared by the prompt and manifest cases."""
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from export.onnx_export import export_onnx
+    from sam_edge import create_model
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_onnx")
+    export_onnx(create_model("sam_test_tiny"), out, ["fp32"], exporter="torchscript")
+    return out

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 RGB = (np.arange(30 * 40 * 3) % 251).astype(np.uint8).reshape(30, 40, 3)
@@ -130,18 +129,6 @@ def test_odd_image_modes_work_with_a_stated_conversion(tmp_path, capsys, case):
 
 
 # ------------------------------------------------------------------------- export folders
-@pytest.fixture(scope="module")
-def onnx_dir(tmp_path_factory) -> Path:
-    pytest.importorskip("onnxruntime")
-    from export.onnx_export import export_onnx
-    from sam_edge import create_model
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny_onnx")
-    export_onnx(create_model("sam_test_tiny"), out, ["fp32"], exporter="torchscript")
-    return out
-
-
 @pytest.fixture(scope="module")
 def photo_file(tmp_path_factory) -> Path:
     p = tmp_path_factory.mktemp("photo") / "photo.png"

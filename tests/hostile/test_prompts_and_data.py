@@ -41,18 +41,6 @@ def photo(photo_file) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def onnx_dir(tmp_path_factory) -> Path:
-    pytest.importorskip("onnxruntime")
-    from export.onnx_export import export_onnx
-    from sam_edge import create_model
-
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny_onnx")
-    export_onnx(create_model("sam_test_tiny"), out, ["fp32"], exporter="torchscript")
-    return out
-
-
-@pytest.fixture(scope="module")
 def predictors(photo, onnx_dir):
     from sam_edge import SamPredictor, create_model
     from sam_edge.runtime import load_predictor
