@@ -134,6 +134,25 @@ def _torch_export(module: torch.nn.Module, args: tuple, dynamic_shapes, what: st
         raise _export_error(f"{what} (torch.export)", exc) from exc
 
 
+def weight_op_filter(float_modules: Sequence[str] = ()):
+    """XNNPACKQuantizer filter keeping only the ``QUANT_PATTERNS`` (conv, linear) outside
+    ``float_modules``. Used by the PTQ export and by QAT (``export.quantize``), so both quantise
+    the same ops: quantising the elementwise ops as well (``set_global`` alone) made XNNPACK refuse
+    LayerNorm2d's int8 subtract at load ("Failed to create XNNSubtract node")."""
+
+    def keep(node: torch.fx.Node) -> bool:
+        # the quantizer asks about every node of a pattern (weight / bias get_attr nodes too)
+        if node.op != "call_function":
+            return True
+        if not str(node.target).startswith(_QUANT_TARGETS_PREFIX):
+            return False
+        stack = node.meta.get("nn_module_stack") or {}
+        paths = [v[0] if isinstance(v, tuple) else str(v) for v in stack.values()]
+        return not any(p == f or p.startswith(f + ".") for p in paths for f in float_modules)
+
+    return keep
+
+
 def quantize_int8_static(module: torch.nn.Module, args: tuple, dynamic_shapes, feeds: list[dict],
                          input_names: Sequence[str], float_modules: Sequence[str] = (), what: str = "graph"):
     """PT2E static int8 (XNNPACKQuantizer, per-channel symmetric) calibrated on ``feeds``;
@@ -147,19 +166,9 @@ def quantize_int8_static(module: torch.nn.Module, args: tuple, dynamic_shapes, f
     if not feeds:
         raise ValueError("int8_static needs calibration images (calib_images): never random tensors")
 
-    def keep(node: torch.fx.Node) -> bool:
-        # the quantizer asks about every node of a pattern (weight / bias get_attr nodes too)
-        if node.op != "call_function":
-            return True
-        if not str(node.target).startswith(_QUANT_TARGETS_PREFIX):
-            return False
-        stack = node.meta.get("nn_module_stack") or {}
-        paths = [v[0] if isinstance(v, tuple) else str(v) for v in stack.values()]
-        return not any(p == f or p.startswith(f + ".") for p in paths for f in float_modules)
-
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = XNNPACKQuantizer().set_global(config)
-    quantizer.set_filter_function(keep)
+    quantizer.set_filter_function(weight_op_filter(float_modules))
     gm = _torch_export(module, args, dynamic_shapes, what).module()
     try:
         with torch.no_grad(), _quiet():

@@ -144,6 +144,7 @@ def qat_encoder(
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
+    from .executorch_export import weight_op_filter
     from .onnx_export import MathAttention
     from .wrappers import EncoderWrapper
 
@@ -182,6 +183,7 @@ def qat_encoder(
 
     # PTQ baseline, same scheme and calibration images
     ptq_q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    ptq_q.set_filter_function(weight_op_filter())
     ptq = prepare_pt2e(export(wrapper).module(), ptq_q)
     with torch.no_grad():
         for i in range(0, len(x_cal), 8):
@@ -193,6 +195,7 @@ def qat_encoder(
 
     # QAT: observers start from the calibration images, then distillation with fake quantisation
     qat_q = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    qat_q.set_filter_function(weight_op_filter())
     prepared = prepare_qat_pt2e(export(wrapper).module(), qat_q)
     with torch.no_grad():
         for i in range(0, len(x_cal), 8):

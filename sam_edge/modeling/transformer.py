@@ -108,6 +108,12 @@ class Attention(nn.Module):
         b, n, c = x.shape
         return x.reshape(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
+    def _plain_weights(self) -> bool:
+        """The factorised path reshapes the projection weights: only plain tensors (a torchao
+        int8 weight is a tensor subclass that takes only its linear kernel)."""
+        return all(type(m.weight) in (torch.Tensor, nn.Parameter)
+                   for m in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
+
     def _head_weights(self, lin: nn.Linear) -> torch.Tensor:
         """Linear weight (internal x C) as heads x head_dim x C."""
         return lin.weight.reshape(self.num_heads, self.internal_dim // self.num_heads, lin.in_features)
@@ -130,7 +136,8 @@ class Attention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 
     def _path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
-        if self.mode == "direct" or q.shape[1] == k.shape[1] or k is not v and k.shape != v.shape:
+        if self.mode == "direct" or q.shape[1] == k.shape[1] or k is not v and k.shape != v.shape \
+                or not self._plain_weights():
             return "direct"
         small = "few_queries" if q.shape[1] < k.shape[1] else "few_keys"
         bq, nq, bk, nk = q.shape[0], q.shape[1], k.shape[0], k.shape[1]
