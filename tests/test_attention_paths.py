@@ -19,7 +19,7 @@ def _run(att: Attention, mode: str, q, k, v):
     out = att(q, k, v)
     (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)).sum().backward()
     grads = [t.grad.clone() for t in (q, k, v)]
-    # the key bias has no effect on softmax rows: the factorised path never uses it (gradient 0)
+    # the key bias adds a constant per softmax row: its gradient is 0 (to rounding) on both paths
     grads += [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in att.parameters()]
     return out.detach(), grads
 

@@ -80,7 +80,7 @@ class Attention(nn.Module):
       by associativity, so the large side is never projected: with few queries,
       ``(q Wk_h) k_in^T`` instead of ``q_h (k_in Wk_h^T)^T`` and ``(a_h v_in) Wv_h^T`` instead of
       ``a_h (v_in Wv_h^T)``; with few keys, ``q_in (k_h Wq_h)^T`` and
-      ``sum_h a_h (v_h Wo_h^T)``. The key bias drops out (a constant per softmax row). Per large
+      ``sum_h a_h (v_h Wo_h^T)`` (the key bias adds a constant per softmax row). Per large
       token this costs ``2 * heads * n_small * C`` multiply-adds instead of
       ``2 * C * internal_dim``: a gain while ``n_small < head_dim`` (16 in SAM's decoder, i.e.
       up to 10 points with the 5 output tokens and the padding point), a loss beyond it.
@@ -160,6 +160,11 @@ class Attention(nn.Module):
         qk = torch.matmul(q, self._head_weights(self.k_proj))              # B h Nq C
         qk = qk.reshape(b, h * nq, qk.shape[-1])
         scores = torch.matmul(qk, k_in.transpose(1, 2))                    # B (h Nq) Nk
+        if torch.is_grad_enabled() and self.k_proj.bias.requires_grad:
+            # q . key bias is the same for every key, so softmax cancels it (inference and the
+            # exported graphs skip it); while training it is added so that the key bias takes part
+            # in the graph, as in SAM's form (DDP requires every parameter to receive a gradient)
+            scores = scores + torch.matmul(q, self.k_proj.bias.reshape(h, d, 1)).reshape(b, h * nq, 1)
         bias = _key_bias(k_in.shape[1])
         if bias is not None:
             scores = scores + bias[:, None, :]
