@@ -1,6 +1,6 @@
 """Every 1024-px architecture users deploy (sam_vit_b, mobilesam_tinyvit, repvit_sam) exports
 through every format: its tiny twin (same code paths, window padding where the real one pads) goes
-through ONNX, ExecuTorch, TFLite and Core ML at fp32 and int8, and each artifact is verified
+through ONNX, TFLite and Core ML at fp32 and int8 and ExecuTorch at int8, and each artifact is verified
 against eager PyTorch (Core ML: spec check, prediction needs macOS). A toolchain regression on one
 architecture (as XNNPACK's int8 pad was for TinyViT, TFLite's int8 DIV for RepViT) fails here,
 not on a user's machine. The ViT twin is the model of the per-format export test files
@@ -61,11 +61,15 @@ def test_the_per_format_export_tests_use_the_vit_twin():
 @pytest.mark.parametrize("name", ["mobilesam_tinyvit", "repvit_sam"])
 def test_twin_exports_through_every_format(name, tmp_path):
     photos, test_photo = calibration_photos(), held_out_photo()
-    man = export_model(twin(name), tmp_path, formats=FORMATS, precisions=PRECISIONS, calib_images=photos,
-                       verify_images=[test_photo], accept_failures={"int8_static": INT8_REASON})
+    kw = dict(calib_images=photos, verify_images=[test_photo], accept_failures={"int8_static": INT8_REASON})
+    # ExecuTorch at int8 only: its fp32 lowering of these blocks is exercised by the ViT twin in
+    # test_export_executorch.py and the int8 graph is where architectures broke (the pad); each
+    # XNNPACK lowering costs ~20 s here, and the suite's budget is ~15 minutes
+    export_model(twin(name), tmp_path, formats=("executorch",), precisions=("int8_static",), **kw)
+    man = export_model(twin(name), tmp_path, formats=("onnx", "tflite", "coreml"), precisions=PRECISIONS, **kw)
     got = {(a["format"], a["role"], a["precision"]) for a in man["artifacts"]}
     want = {(f, r, p) for f in FORMATS for r in ("encoder", "decoder")
-            for p in ("fp32", "int8_weights" if f == "coreml" else "int8_static")}
+            for p in (("int8_static",) if f == "executorch" else ("fp32", "int8_weights" if f == "coreml" else "int8_static"))}
     assert got == want
     for a in man["artifacts"]:
         v, what = a["verification"], f"{name} {a['format']} {a['role']} {a['precision']}"
@@ -82,8 +86,8 @@ def test_twin_exports_through_every_format(name, tmp_path):
             assert v["metrics"][metric] > 0.5, (what, v["metrics"])
     # the runtime picks the exported artifacts up by manifest and segments a real photo
     load_manifest(tmp_path)
-    for fmt in ("onnx", "executorch", "tflite"):
-        p = load_predictor(tmp_path, precision="fp32", fmt=fmt)
+    for fmt, prec in (("onnx", "fp32"), ("executorch", "int8_static"), ("tflite", "fp32")):
+        p = load_predictor(tmp_path, precision=prec, fmt=fmt)
         p.set_image(test_photo)
         masks, scores, _ = p.predict(point_coords=np.array([[100.0, 80.0]]), point_labels=np.array([1]))
         assert masks.shape[-2:] == test_photo.shape[:2] and scores.shape[-1] == masks.shape[0], fmt
