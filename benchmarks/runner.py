@@ -35,7 +35,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from sam_edge.utils.io import dumps_json
+from sam_edge.utils.io import dumps_json, write_bytes_atomic
 
 ABSENT = -10.0
 RUNNABLE_FORMATS = ("onnx", "executorch", "tflite", "coreml")
@@ -173,8 +173,6 @@ def pipelines(manifest: dict, formats: Optional[Sequence[str]]) -> list[tuple[di
 
 
 def _write(path: Path, data: dict) -> None:
-    from sam_edge.utils.io import write_bytes_atomic
-
     write_bytes_atomic(path, dumps_json(data, indent=1).encode())
 
 

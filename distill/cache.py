@@ -76,6 +76,7 @@ import torch
 import torch.utils.data
 
 from sam_edge.transforms import ResizeLongestSide
+from sam_edge.utils.device import resolve_device
 from sam_edge.utils.io import atomic_path, dumps_json, write_bytes_atomic, write_json_atomic
 
 from .data import ImageFolderDataset, SampleError, SkipReport, read_rgb
@@ -207,12 +208,6 @@ def _dist_env(rank: Optional[int], world_size: Optional[int]) -> tuple[int, int,
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"invalid rank {rank} for world size {world}")
     return rank, world, local_rank
-
-
-def _resolve_device(device: str, local_rank: int) -> torch.device:
-    from sam_edge.utils.device import resolve_device
-
-    return resolve_device(device, local_rank)
 
 
 def _resolve_amp(amp: str, dtype: str, device: torch.device, existing: Optional[dict[str, Any]]) -> str:
@@ -399,7 +394,7 @@ def cache_teacher(
     if limit is not None and int(limit) < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     rank, world, local_rank = _dist_env(rank, world_size)
-    dev = _resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank)
     if workers is None:
         workers = 4 if dev.type == "cuda" else 0
     out = Path(out)

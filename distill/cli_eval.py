@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from sam_edge.utils.io import write_json_atomic
 
     from .data import SA1BDataset
-    from training.ddp import resolve_device
+    from sam_edge.utils.device import resolve_device
     from .distill import format_eval_table, load_model_spec
     from .evaluation import evaluate_student
 

@@ -4,7 +4,6 @@ then iterations with no new point). Resumable: --resume continues exactly from R
 from __future__ import annotations
 
 import argparse
-import re
 import dataclasses
 
 
@@ -37,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     from .pretrain import PretrainConfig
 
-    from .distill import ConfigError
+    from .distill import ConfigError, blame_file
 
     values: dict = {}
     if args.config:
@@ -55,11 +54,8 @@ def config_from_args(args: argparse.Namespace):
         raise ValueError(f"pretrain: missing required option(s): {', '.join('--' + m for m in missing)}")
     try:
         return PretrainConfig.from_dict(values)
-    except ConfigError as exc:  # a bad value from the file: name the file
-        key = re.match(r"(?:unknown config key )?pretrain\.(\w+)", str(exc))
-        if args.config and (key is None or key.group(1) not in flags):
-            raise ConfigError(f"{args.config}: {exc}") from None
-        raise
+    except ConfigError as exc:  # a bad value from the file names the file, one from a flag does not
+        raise blame_file(exc, args.config, sorted(flags), "pretrain") from None
 
 
 def run(args: argparse.Namespace) -> int:

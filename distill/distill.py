@@ -423,14 +423,11 @@ def check_paths(cfg: DistillConfig) -> None:
         _check(Path(cfg.val_data).is_dir(), "val_data", f"folder not found: {cfg.val_data}")
     if cfg.cache is not None:
         _check(Path(cfg.cache).is_dir(), "cache", f"teacher-embedding cache folder not found: {cfg.cache}")
-    if cfg.teacher_checkpoint is not None:
-        _check(Path(cfg.teacher_checkpoint).is_file(), "teacher_checkpoint",
-               f"{'is a folder, expected a checkpoint file' if Path(cfg.teacher_checkpoint).is_dir() else 'file not found'}: "
-               f"{cfg.teacher_checkpoint}")
-    if cfg.student_init is not None:
-        _check(Path(cfg.student_init).is_file(), "student_init",
-               f"{'is a folder, expected a checkpoint file' if Path(cfg.student_init).is_dir() else 'file not found'}: "
-               f"{cfg.student_init}")
+    for key in ("teacher_checkpoint", "student_init"):
+        p = getattr(cfg, key)
+        if p is not None:
+            why = "is a folder, expected a checkpoint file" if Path(p).is_dir() else "file not found"
+            _check(Path(p).is_file(), key, f"{why}: {p}")
 
 
 # =============================================================================================

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from sam_edge.modeling.sam import Sam
+from sam_edge.predictor import MAX_POINTS
 
 from .calibration import decoder_calibration_feeds, encoder_calibration_feeds
 from .common import ExportDir, ExportError, format_error, load_images
@@ -114,7 +115,7 @@ def export_graph(
                         dyn = {}
                         for inp in input_names:
                             axes = dynamic_axes.get(inp)
-                            dyn[inp] = ({a: dims.setdefault(lbl, torch.export.Dim(lbl, min=1, max=64))
+                            dyn[inp] = ({a: dims.setdefault(lbl, torch.export.Dim(lbl, min=1, max=MAX_POINTS))
                                          for a, lbl in axes.items()} if axes else None)
                     prog = torch.onnx.export(
                         module, args, dynamo=True, input_names=list(input_names), output_names=list(output_names),

@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from sam_edge.utils.device import resolve_device  # re-exported: the one --device resolver
+
 log = logging.getLogger("training.ddp")
 
 T = TypeVar("T")
@@ -62,14 +64,6 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(device: str = "auto", local_rank: int = 0, option: str = "--device") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``. A device this
-    machine cannot run raises ``sam_edge.utils.device.DeviceUnavailable`` (a ``ValueError``)."""
-    from sam_edge.utils.device import resolve_device as _resolve
-
-    return _resolve(device, local_rank, option)
 
 
 def setup(device: str = "auto", option: str = "--device") -> DistEnv:

@@ -23,7 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     from PIL import Image
 
     from ..everything import AutomaticMaskGenerator
@@ -49,14 +48,10 @@ def run(args: argparse.Namespace) -> int:
     anns = gen.generate(image)
     elapsed = time.perf_counter() - t0
     out = Path(args.out)
-    # NaN scores (empty masks reach the output only when the filters are off) are not valid JSON
-    for a in anns:
-        for key in ("predicted_iou", "stability_score"):
-            if a[key] != a[key]:
-                a[key] = None
     overlay_path = Path(args.overlay) if args.overlay else out.with_suffix(".png")
     masks = [coco_decode_rle(a["segmentation"]).astype(bool) for a in anns]
-    # both files written first, then renamed (overlay, JSON last): a failure leaves the old pair
+    # both files written first, then renamed (overlay, JSON last): a failure leaves the old pair;
+    # NaN scores (empty masks reach the output only when the filters are off) become null
     with atomic_path(out) as tmp_json, atomic_path(overlay_path) as tmp_png:
         tmp_json.write_bytes((dumps_json(anns, indent=2) + "\n").encode())
         Image.fromarray(overlay_masks(image, masks)).save(tmp_png, format="PNG")
