@@ -74,3 +74,20 @@ def test_attention_runs_fp32_under_cpu_autocast_and_keeps_gradients():
     out.float().sum().backward()
     torch.testing.assert_close(out.float(), ref, rtol=0.05, atol=0.05)
     torch.testing.assert_close(q.grad, ref_grad, rtol=0.1, atol=0.05)
+
+
+@pytest.mark.parametrize("nk", [1, 7, 15, 16, 20])
+def test_small_softmax_padding_gives_softmax(nk):
+    """Attention's few-keys softmax over < 16 keys is computed on rows padded with -inf (the CPU
+    kernel's fast path): the values and gradients of softmax."""
+    from sam_edge.modeling.transformer import _softmax_lastdim
+
+    x = torch.randn(3, 50, 4, nk, dtype=torch.double, requires_grad=True)
+    w = torch.randn(3, 50, 4, nk, dtype=torch.double)
+    ref = x.softmax(-1)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), x)
+    got = _softmax_lastdim(x)
+    (g_got,) = torch.autograd.grad((got * w).sum(), x)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-10, atol=1e-12)

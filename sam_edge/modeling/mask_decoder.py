@@ -28,14 +28,15 @@ class MLP(nn.Module):
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 
-def _conv_transpose_2x2_channels_last(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
-    """``conv`` (kernel 2, stride 2, no padding) on a channels-last B x H x W x Cin tensor, as one
+def _conv_transpose_2x2_blocks(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """``conv`` (kernel 2, stride 2, no padding) on channels-last pixels ``x`` (... x Cin), as one
     GEMM: the 2 x 2 output blocks do not overlap, so each input pixel maps to its own block.
-    Returns B x 2H x 2W x Cout (the same sums as ``conv`` on B x Cin x H x W, in another order)."""
-    b, h, w, cin = x.shape
-    cout = conv.out_channels
+    Returns ... x 2 x 2 x Cout: the output pixel (2y + i, 2x + j) of input pixel (y, x) at
+    [..., i, j, :] (the same sums as ``conv``, the pixels in block order; see
+    :meth:`MaskDecoder._upscaled_masks`)."""
+    cin, cout = x.shape[-1], conv.out_channels
     y = x.reshape(-1, cin) @ conv.weight.permute(0, 2, 3, 1).reshape(cin, 4 * cout)  # columns (i, j, o)
-    y = y.view(b, h, w, 2, 2, cout).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, cout)
+    y = y.view(*x.shape[:-1], 2, 2, cout)
     return y + conv.bias if conv.bias is not None else y
 
 
@@ -102,13 +103,20 @@ class MaskDecoder(nn.Module):
         """``src`` B x HW x C (transformer output), ``hyper_in`` B x M x C' -> masks B x M x 4H x 4W."""
         b, _, c = src.shape
         if self.gemm_upscaling:
+            # Every layer of the upscaling is per pixel (a 2x2 / stride-2 transposed convolution
+            # maps each pixel to its own block, LayerNorm and GELU are per pixel, so is the mask
+            # product), so the pixels stay in block order B x H x W x 2 x 2 x 2 x 2 x C' and only
+            # the M-channel masks are put in image order at the end (one small permute instead of
+            # two pixel shuffles of the 32- and 16-channel features, forward and backward).
             up = self.output_upscaling
-            x = _conv_transpose_2x2_channels_last(src.reshape(b, h, w, c), up[0])
+            x = _conv_transpose_2x2_blocks(src.reshape(b, h, w, c), up[0])      # B H W 2 2 C/4
             x = up[2](F.layer_norm(x, (x.shape[-1],), up[1].weight, up[1].bias, up[1].eps))
-            x = up[4](_conv_transpose_2x2_channels_last(x, up[3]))  # B x 4H x 4W x C'
-            # (B x 16HW x C') @ (C' x M): the gradient reaching the GELU stays contiguous
-            masks = (x.reshape(b, -1, x.shape[-1]) @ hyper_in.transpose(1, 2)).transpose(1, 2)
-            return masks.reshape(b, -1, 4 * h, 4 * w)
+            x = up[4](_conv_transpose_2x2_blocks(x, up[3]))                     # B H W 2 2 2 2 C/8
+            m = hyper_in.shape[1]
+            masks = x.reshape(b, -1, x.shape[-1]) @ hyper_in.transpose(1, 2)   # B (H W 2 2 2 2) M
+            # rows 4y + 2i + k, columns 4x + 2j + l, for block indices [y, x, i, j, k, l]
+            masks = masks.view(b, h, w, 2, 2, 2, 2, m).permute(0, 7, 1, 3, 5, 2, 4, 6)
+            return masks.reshape(b, m, 4 * h, 4 * w)
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         _, c2, h2, w2 = upscaled.shape
         return (hyper_in @ upscaled.reshape(b, c2, h2 * w2)).reshape(b, -1, h2, w2)
