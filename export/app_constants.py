@@ -33,7 +33,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from sam_edge.runtime.manifest import SCHEMA_VERSION, ManifestError, load_manifest, select_artifacts
+from sam_edge.runtime.manifest import (SCHEMA_VERSION, ManifestError, load_manifest, runtime_requirement,
+                                      select_artifacts, version_tuple)
 from sam_edge.utils.io import dumps_json, write_bytes_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +145,7 @@ def app_constants(manifest: dict[str, Any], fmt: str, precision: Optional[str] =
             raise ManifestError(f"{art['file']}: {n_in} inputs, not a SAM {role}")
     model = manifest.get("model") or {}
     return {
+        **_runtime(enc, dec),
         "model_name": model.get("name", "unknown"),
         "sam_edge_version": (manifest.get("created_by") or {}).get("sam-edge"),
         "format": enc["format"],
@@ -163,6 +165,21 @@ def app_constants(manifest: dict[str, Any], fmt: str, precision: Optional[str] =
         "decoder": _artifact(dec),
         "points": points_spec(dec),
     }
+
+
+def _runtime(enc: dict[str, Any], dec: dict[str, Any]) -> dict[str, Any]:
+    """The runtime the pair needs (manifest entries' ``runtime``, or derived from their record for
+    manifests written before it existed): the stricter of the two minimum versions."""
+    reqs = [a.get("runtime") or runtime_requirement(a) for a in (enc, dec)]
+    if reqs[0]["runtime"] != reqs[1]["runtime"]:
+        raise ManifestError(f"{enc['file']} and {dec['file']}: different runtimes "
+                            f"({reqs[0]['runtime']}, {reqs[1]['runtime']})")
+    mins = [r["min_version"] for r in reqs if r.get("min_version")]
+    if not mins:
+        raise ManifestError(f"{enc['file']}: the manifest records no version of the runtime that wrote or "
+                            "verified it (backend_versions); re-export with this sam-edge")
+    return {"runtime": reqs[0]["runtime"], "min_runtime_version": max(mins, key=version_tuple),
+            "exporter_version": reqs[0].get("exporter_version") or "", "runtime_rule": reqs[0].get("rule") or ""}
 
 
 def _artifact(a: dict[str, Any]) -> dict[str, Any]:
@@ -231,6 +248,11 @@ def render_swift(c: dict[str, Any]) -> str:
         f"    static let modelName = {_str(c['model_name'])}",
         f"    static let format = {_str(c['format'])}",
         f"    static let precision = {_str(c['precision'])}",
+        "",
+        f"    // Runtime: {c['runtime_rule']}; the app refuses to load on an older one.",
+        f"    static let runtime = {_str(c['runtime'])}",
+        f"    static let exporterVersion = {_str(c['exporter_version'])}",
+        f"    static let minRuntimeVersion = {_str(c['min_runtime_version'])}",
         "",
         "    // Preprocessing: ResizeLongestSide to imageSize, pad bottom-right to imageSize x imageSize.",
         f"    static let imageSize = {c['image_size']}",
@@ -321,6 +343,11 @@ def render_kotlin(c: dict[str, Any], package: str = KOTLIN_PACKAGE) -> str:
         "    /** \"executorch\" (.pte, ExecuTorch Module) or \"tflite\" (LiteRT Interpreter). */",
         f"    const val FORMAT = {_str(c['format'])}",
         f"    const val PRECISION = {_str(c['precision'])}",
+        "",
+        f"    // Runtime: {c['runtime_rule']}; the app refuses to load on an older one.",
+        f"    const val RUNTIME = {_str(c['runtime'])}",
+        f"    const val EXPORTER_VERSION = {_str(c['exporter_version'])}",
+        f"    const val MIN_RUNTIME_VERSION = {_str(c['min_runtime_version'])}",
         "",
         "    // Preprocessing: ResizeLongestSide to IMAGE_SIZE, pad bottom-right to IMAGE_SIZE x IMAGE_SIZE.",
         f"    const val IMAGE_SIZE = {c['image_size']}",

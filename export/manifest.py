@@ -12,6 +12,7 @@ from sam_edge.runtime.manifest import (  # noqa: F401  (re-exported)
     SCHEMA_VERSION,
     ManifestError,
     load_manifest,
+    runtime_requirement,
     select_artifacts,
     sha256_file,
 )
@@ -79,7 +80,7 @@ def artifact_entry(
     from .common import path_size
 
     path = Path(export_dir) / file
-    return {
+    entry = {
         "role": role,
         "format": fmt,
         "precision": precision,
@@ -95,6 +96,8 @@ def artifact_entry(
         "backend_versions": backend_versions or {},
         "verification": verification,
     }
+    entry["runtime"] = runtime_requirement(entry)
+    return entry
 
 
 def add_artifact(manifest: dict[str, Any], entry: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pipeline": ("distill.cli_pipeline", "the main job: data -> teacher cache -> distill -> eval -> export -> bench -> report"),
     "serve": ("sam_edge.commands.serve", "serve the browser demo (apps/web, onnxruntime-web WASM) with an export directory at /artifacts/"),
     "app-constants": ("export.app_constants", "generate the iOS / Android sample apps' ModelConstants from an export's manifest"),
+    "app-bundle": ("export.app_bundle", "copy an export's models into the iOS / Android sample apps, regenerate their constants and test golden"),
     "report": ("benchmarks.report", "merge bench results into JSON, CSV, Markdown and PNG plots"),
     "eval": ("distill.cli_eval", "mIoU of a student against its teacher (and both against ground truth) on held-out data"),
 }

@@ -18,7 +18,8 @@ Schema (``schema_version`` 1)::
          "inputs": [{"name", "shape", "dtype"}], "outputs": [...], "dynamic_axes": {name: {axis: label}},
          "exporter": str, "opset": int, "quantization": {...} | null,
          "verification": {"passed": bool, "metrics": {...}, "tolerances": {...}, "reason": str | null},
-         "backend_versions": {...}}
+         "backend_versions": {...},
+         "runtime": {"runtime", "min_version", "exporter", "exporter_version", "rule"}}  # runtime_requirement()
       ]
     }
 """
@@ -139,3 +140,76 @@ def select_artifacts(manifest: dict[str, Any], precision: str | None = None,
         raise ManifestError(f"no encoder of precision {precision!r}; available: {sorted(encoders)}")
     dec = decoders.get(precision) or decoders.get("fp32") or next(iter(decoders.values()))
     return encoders[precision], dec
+
+
+# -- what runtime an artifact needs ---------------------------------------------------------------
+
+#: The first onnxruntime release implementing each ONNX opset (onnxruntime docs/Versioning.md,
+#: "Version matrix"); a graph stamped with opset N runs on these releases and later ones.
+ORT_FIRST_RELEASE_FOR_OPSET = {13: "1.6.0", 14: "1.8.0", 15: "1.9.0", 16: "1.11.0", 17: "1.13.0",
+                               18: "1.14.0", 19: "1.15.0", 20: "1.17.0", 21: "1.18.0"}
+
+
+def runtime_requirement(entry: dict[str, Any]) -> dict[str, Any]:
+    """The runtime an artifact needs and its minimum version, from the entry's own record:
+    ``{"runtime", "min_version", "exporter", "exporter_version", "rule"}`` (None where the
+    record does not say). Written into every manifest entry at export (key ``"runtime"``) and
+    into the apps' generated constants, which check it at load.
+
+    * ExecuTorch: a ``.pte`` is promised to load on a runtime at least as new as the
+      ``executorch`` that wrote it, not on an older one: the minimum is the exporter's version.
+    * TFLite / LiteRT: op versions are stamped by the converter; the runtime that verified the
+      file (``ai-edge-litert``) is the version known to run it: the minimum is that version.
+    * Core ML: the mlprogram's deployment target (``iOS17`` -> ``17.0``), an OS version.
+    * ONNX: the first onnxruntime release implementing the graph's opset (table above); an opset
+      past the table: the onnxruntime that verified the file."""
+    fmt = entry.get("format")
+    vers = entry.get("backend_versions") or {}
+    out: dict[str, Any] = {"runtime": None, "min_version": None, "exporter": None, "exporter_version": None,
+                           "rule": None}
+    if fmt == "executorch":
+        v = vers.get("executorch")
+        out.update(runtime="executorch", min_version=v, exporter="executorch", exporter_version=v,
+                   rule="ExecuTorch runtime >= the executorch that wrote the .pte")
+    elif fmt == "tflite":
+        v = vers.get("ai-edge-litert")
+        out.update(runtime="litert", min_version=v, exporter="litert-torch",
+                   exporter_version=vers.get("litert-torch"),
+                   rule="LiteRT runtime >= the ai-edge-litert that verified the .tflite")
+    elif fmt == "coreml":
+        spec = (entry.get("verification") or {}).get("spec_check") or {}
+        target = spec.get("deployment_target") if isinstance(spec, dict) else None
+        if not target:  # the exporter string names it: "... mlprogram, iOS17)"
+            import re
+
+            m = re.search(r"iOS(\d+)", str(entry.get("exporter") or ""))
+            target = f"iOS{m.group(1)}" if m else None
+        num = target[3:] if target and target.startswith("iOS") else None
+        out.update(runtime="coreml", min_version=(num + ".0") if num and "." not in num else num,
+                   exporter="coremltools", exporter_version=vers.get("coremltools"),
+                   rule="iOS >= the mlprogram's deployment target")
+    elif fmt == "onnx":
+        opset = entry.get("opset")
+        v = ORT_FIRST_RELEASE_FOR_OPSET.get(opset) if isinstance(opset, int) else None
+        out.update(runtime="onnxruntime", min_version=v or vers.get("onnxruntime"), exporter="torch.onnx",
+                   exporter_version=vers.get("torch"),
+                   rule=f"onnxruntime implementing opset {opset}" if v else "onnxruntime >= the one that verified it")
+    return out
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    """``"1.5.1"`` -> (1, 5, 1); a pre-release / local suffix ends the number (``"2.13.0+cpu"`` ->
+    (2, 13, 0)). Raises ValueError on a version without a leading number."""
+    import re
+
+    m = re.match(r"\d+(?:\.\d+)*", str(v).strip())
+    if not m:
+        raise ValueError(f"not a version number: {v!r}")
+    return tuple(int(p) for p in m.group(0).split("."))
+
+
+def version_at_least(have: str, need: str) -> bool:
+    """Dotted-number comparison, missing parts read as 0 (``"1.5"`` >= ``"1.5.0"``)."""
+    a, b = version_tuple(have), version_tuple(need)
+    n = max(len(a), len(b))
+    return a + (0,) * (n - len(a)) >= b + (0,) * (n - len(b))

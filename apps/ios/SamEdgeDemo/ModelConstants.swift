@@ -16,6 +16,11 @@ enum ModelConstants {
     static let format = "coreml"
     static let precision = "fp16"
 
+    // Runtime: iOS >= the mlprogram's deployment target; the app refuses to load on an older one.
+    static let runtime = "coreml"
+    static let exporterVersion = "9.0"
+    static let minRuntimeVersion = "17.0"
+
     // Preprocessing: ResizeLongestSide to imageSize, pad bottom-right to imageSize x imageSize.
     static let imageSize = 256
     static let pixelMean: [Float] = [123.675, 116.28, 103.53]
@@ -55,11 +60,11 @@ enum ModelConstants {
     static let encoderFile = "encoder_fp16.mlpackage"
     static let encoderResource = "encoder_fp16"
     static let encoderPrecision = "fp16"
-    static let encoderSha256 = "20a81dba089e1da2dcd8060a2b1a29760daad9cedf493f0d88b1be6351ef5c5c"
+    static let encoderSha256 = "102b032f2ee107dad0469198e8e905f18557ff50d7fc22bf6d90ca2a04197231"
     static let decoderFile = "decoder_fp16.mlpackage"
     static let decoderResource = "decoder_fp16"
     static let decoderPrecision = "fp16"
-    static let decoderSha256 = "842bfd707564dc9e813db06245b73e1a69cd5d62f3423e522c4afb83501ab8ec"
+    static let decoderSha256 = "479cee7af6a91ae64d6c31933d59fd19ba0dda16757a8da571a3a09f5f2c0bed"
 
     // Graph inputs / outputs in graph order.
     static let encoderInputs: [TensorSpec] = [

@@ -13,6 +13,11 @@ object ModelConstants {
     const val FORMAT = "executorch"
     const val PRECISION = "fp32"
 
+    // Runtime: ExecuTorch runtime >= the executorch that wrote the .pte; the app refuses to load on an older one.
+    const val RUNTIME = "executorch"
+    const val EXPORTER_VERSION = "1.5.1"
+    const val MIN_RUNTIME_VERSION = "1.5.1"
+
     // Preprocessing: ResizeLongestSide to IMAGE_SIZE, pad bottom-right to IMAGE_SIZE x IMAGE_SIZE.
     const val IMAGE_SIZE = 256
     val PIXEL_MEAN = floatArrayOf(123.675f, 116.28f, 103.53f)
@@ -51,10 +56,10 @@ object ModelConstants {
     // Artifacts (copied into app/src/main/assets; see the README).
     const val ENCODER_FILE = "encoder_fp32.pte"
     const val ENCODER_PRECISION = "fp32"
-    const val ENCODER_SHA256 = "5ef03b4f570695043356f48862362cb93ab992c8cd9bcca2bd544a5b1d854687"
+    const val ENCODER_SHA256 = "5fa68657567a7b082f7ec42fac765ad8ab13111ae5348c31a292e7b96b8d9d6f"
     const val DECODER_FILE = "decoder_fp32.pte"
     const val DECODER_PRECISION = "fp32"
-    const val DECODER_SHA256 = "0f7fdf3d038e75423ed813f79fd648a16337f7fa71d3c60b9d56074c19f79e6a"
+    const val DECODER_SHA256 = "416f40b7ae24c27a6e2516b8b54cb7b9cb5410da92250bc55a1e88d96a84910b"
 
     // Graph inputs / outputs in graph order (positional for ExecuTorch and TFLite).
     val ENCODER_INPUTS = listOf(
