@@ -95,10 +95,19 @@ enum Benchmark {
     static func run(_ config: BenchmarkConfig, progress: (String) -> Void = { _ in }) async throws -> URL {
         var results: [[String: Any]] = []
         let models = config.models ?? bundledModels()
-        for name in models {
+        for file in models {
+            // sha256 check (the selected pair) and the one-off compilation (cached): once per
+            // package, not part of load_s
+            progress("\(file): checking, compiling")
+            let prepared: Result<PreparedModel, Error>
+            do {
+                prepared = .success(try await ModelStore.prepare(file, expectedSha256: expectedSha256(file)))
+            } catch {
+                prepared = .failure(error)
+            }
             for unitName in config.computeUnits {
-                progress("\(name) [\(unitName)]")
-                results.append(await benchmarkOne(name, unitName: unitName, config: config))
+                progress("\(file) [\(unitName)]")
+                results.append(benchmarkOne(file, prepared: prepared, unitName: unitName, config: config))
             }
         }
         let doc: [String: Any] = [
@@ -118,7 +127,8 @@ enum Benchmark {
         return url
     }
 
-    static func benchmarkOne(_ file: String, unitName: String, config: BenchmarkConfig) async -> [String: Any] {
+    static func benchmarkOne(_ file: String, prepared: Result<PreparedModel, Error>, unitName: String,
+                             config: BenchmarkConfig) -> [String: Any] {
         let role = file.hasPrefix("encoder_") ? "encoder" : "decoder"
         let stem = (file as NSString).deletingPathExtension
         let precision = String(stem.dropFirst(role.count + 1))
@@ -133,11 +143,10 @@ enum Benchmark {
             guard let units = BenchmarkConfig.mlComputeUnits(unitName) else {
                 throw SamError.unexpectedIO("unknown compute units \(unitName)")
             }
-            // sha256 check and the one-off compilation (cached) are not part of load_s
-            let prepared = try await ModelStore.prepare(file, expectedSha256: expectedSha256(file))
-            record["sha256"] = prepared.sha256
+            let package = try prepared.get()
+            record["sha256"] = package.sha256
             let t0 = DispatchTime.now()
-            let model = try ModelStore.load(prepared, computeUnits: units)
+            let model = try ModelStore.load(package, computeUnits: units)
             record["load_s"] = SamPredictor.seconds(since: t0)
             let feed = try role == "encoder" ? encoderFeed() : decoderFeed()
             var peak = residentMB()
