@@ -1,5 +1,5 @@
-// Benchmark mode: for every encoder_* / decoder_* model compiled into the app bundle and every
-// compute-unit setting, load the model (timed), run `warmup` untimed and `runs` timed
+// Benchmark mode: for every encoder_* / decoder_* package in the app bundle's Models folder and
+// every compute-unit setting, load the model (timed), run `warmup` untimed and `runs` timed
 // predictions, and write one JSON file in the schema `sam-edge bench --ingest` reads
 // (benchmarks/devices/ingest.py, kind (a) "sam-edge iOS app, benchmark mode"):
 //
@@ -21,7 +21,8 @@ struct BenchmarkConfig {
     var runs = 50
     /// ingest.py's names: all | cpuAndGPU | cpuAndNeuralEngine | cpuOnly
     var computeUnits = ["all", "cpuAndGPU", "cpuAndNeuralEngine", "cpuOnly"]
-    /// Resource names (no extension); nil: every encoder_* / decoder_* .mlmodelc in the bundle.
+    /// Package names ("encoder_fp16.mlpackage"); nil: every encoder_* / decoder_* package in the
+    /// bundle's Models folder (`sam-edge app-bundle` copies the selected ones; add more by hand).
     var models: [String]?
 
     static var requestedAtLaunch: Bool { UserDefaults.standard.bool(forKey: "SamEdgeBenchmark") }
@@ -62,7 +63,7 @@ final class BenchmarkRunner: ObservableObject {
         status = "benchmark running..."
         do {
             let url = try await Task.detached(priority: .userInitiated) {
-                try Benchmark.run(config) { line in Task { @MainActor in self.status = line } }
+                try await Benchmark.run(config) { line in Task { @MainActor in self.status = line } }
             }.value
             status = "benchmark written: Documents/\(url.lastPathComponent)"
         } catch {
@@ -75,21 +76,38 @@ enum Benchmark {
     static let appName = "sam-edge-ios"
 
     static func bundledModels() -> [String] {
-        let urls = Bundle.main.urls(forResourcesWithExtension: "mlmodelc", subdirectory: nil) ?? []
-        let names = urls.map { $0.deletingPathExtension().lastPathComponent }
-            .filter { $0.hasPrefix("encoder_") || $0.hasPrefix("decoder_") }
-            .sorted()
-        return names.isEmpty ? [ModelConstants.encoderResource, ModelConstants.decoderResource] : names
+        let names = ModelStore.bundledPackages()
+        // none at all: the records then carry ModelStore's "not in the app bundle" error
+        return names.isEmpty ? [ModelConstants.encoderFile, ModelConstants.decoderFile] : names
+    }
+
+    /// The sha256 the export recorded for `file`, for the two packages ModelConstants describes
+    /// (the other packages benchmark mode times are not checked).
+    static func expectedSha256(_ file: String) -> String? {
+        switch file {
+        case ModelConstants.encoderFile: return ModelConstants.encoderSha256
+        case ModelConstants.decoderFile: return ModelConstants.decoderSha256
+        default: return nil
+        }
     }
 
     /// Runs everything and writes the JSON; returns its URL.
-    static func run(_ config: BenchmarkConfig, progress: (String) -> Void = { _ in }) throws -> URL {
+    static func run(_ config: BenchmarkConfig, progress: (String) -> Void = { _ in }) async throws -> URL {
         var results: [[String: Any]] = []
         let models = config.models ?? bundledModels()
-        for name in models {
+        for file in models {
+            // sha256 check (the selected pair) and the one-off compilation (cached): once per
+            // package, not part of load_s
+            progress("\(file): checking, compiling")
+            let prepared: Result<PreparedModel, Error>
+            do {
+                prepared = .success(try await ModelStore.prepare(file, expectedSha256: expectedSha256(file)))
+            } catch {
+                prepared = .failure(error)
+            }
             for unitName in config.computeUnits {
-                progress("\(name) [\(unitName)]")
-                results.append(benchmarkOne(name, unitName: unitName, config: config))
+                progress("\(file) [\(unitName)]")
+                results.append(benchmarkOne(file, prepared: prepared, unitName: unitName, config: config))
             }
         }
         let doc: [String: Any] = [
@@ -109,12 +127,14 @@ enum Benchmark {
         return url
     }
 
-    static func benchmarkOne(_ name: String, unitName: String, config: BenchmarkConfig) -> [String: Any] {
-        let role = name.hasPrefix("encoder_") ? "encoder" : "decoder"
-        let precision = String(name.dropFirst(role.count + 1))
+    static func benchmarkOne(_ file: String, prepared: Result<PreparedModel, Error>, unitName: String,
+                             config: BenchmarkConfig) -> [String: Any] {
+        let role = file.hasPrefix("encoder_") ? "encoder" : "decoder"
+        let stem = (file as NSString).deletingPathExtension
+        let precision = String(stem.dropFirst(role.count + 1))
         var record: [String: Any] = [
             // the export directory's artifact name, so records join the host's tables
-            "file": name + ".mlpackage", "role": role, "format": "coreml", "precision": precision,
+            "file": file, "role": role, "format": "coreml", "precision": precision,
             "compute_units": unitName, "latency_ms": NSNull(), "load_s": NSNull(),
             "peak_rss_mb": NSNull(), "error": NSNull(),
             "inputs": role == "encoder" ? "synthetic image" : "1 foreground point + padding point, no mask",
@@ -123,10 +143,10 @@ enum Benchmark {
             guard let units = BenchmarkConfig.mlComputeUnits(unitName) else {
                 throw SamError.unexpectedIO("unknown compute units \(unitName)")
             }
-            let cfg = MLModelConfiguration()
-            cfg.computeUnits = units
+            let package = try prepared.get()
+            record["sha256"] = package.sha256
             let t0 = DispatchTime.now()
-            let model = try SamPredictor.loadModel(name, bundle: .main, config: cfg)
+            let model = try ModelStore.load(package, computeUnits: units)
             record["load_s"] = SamPredictor.seconds(since: t0)
             let feed = try role == "encoder" ? encoderFeed() : decoderFeed()
             var peak = residentMB()

@@ -71,6 +71,12 @@ enum MaskMath {
         }
     }
 
+    /// A mask as 8-bit grey pixels, row-major: 255 where the logit is above `threshold`, else 0
+    /// (the layout of the exported mask PNG and of the golden masks sam-edge writes).
+    static func binaryMask(_ logits: [Float], threshold: Float) -> [UInt8] {
+        logits.map { $0 > threshold ? 255 : 0 }
+    }
+
     /// {min, p50, p90, mean, std, n} of latencies in ms, with the definitions of
     /// benchmarks.devices.latency_stats (p50 the median, p90 the nearest-rank element with
     /// Python's round-half-to-even, population std).

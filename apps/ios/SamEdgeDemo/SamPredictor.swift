@@ -26,7 +26,7 @@ struct MaskResult {
 }
 
 enum SamError: LocalizedError {
-    case missingModel(String)
+    case notLoaded
     case unexpectedIO(String)
     case noImage
     case imageConversion
@@ -35,8 +35,7 @@ enum SamError: LocalizedError {
 
     var errorDescription: String? {
         switch self {
-        case .missingModel(let name):
-            return "\(name).mlmodelc is not in the app bundle: add \(name).mlpackage from the export directory to the app target"
+        case .notLoaded: return "the models are not loaded"
         case .unexpectedIO(let what): return "model I/O does not match ModelConstants: \(what) (regenerate ModelConstants.swift)"
         case .noImage: return "set an image before prompting"
         case .imageConversion: return "could not draw the image into an RGB buffer"
@@ -51,29 +50,43 @@ final class SamPredictor {
     let decoder: MLModel
     let encoderLoadSeconds: Double
     let decoderLoadSeconds: Double
+    /// The two packages as checked and compiled by ModelStore (sha256, compile / hash times).
+    let prepared: [PreparedModel]
 
     private(set) var embeddings: MLMultiArray?
     private(set) var originalSize = (height: 0, width: 0)
     private(set) var inputSize = (height: 0, width: 0)
 
-    init(computeUnits: MLComputeUnits = .all, bundle: Bundle = .main) throws {
-        let config = MLModelConfiguration()
-        config.computeUnits = computeUnits
+    /// Everything the app checks before the first prediction, each failure one on-screen line:
+    /// the constants are for Core ML and the OS is at least ModelConstants.minRuntimeVersion,
+    /// Models/encoder_*.mlpackage and decoder_*.mlpackage are in the bundle with the sha256 the
+    /// exporter recorded; then each is compiled (first launch only), loaded, and its feature
+    /// names are compared with ModelConstants.
+    static func load(computeUnits: MLComputeUnits = .all, bundle: Bundle = .main) async throws -> SamPredictor {
+        try ModelStore.checkRuntime()
+        let enc = try await ModelStore.prepare(ModelConstants.encoderFile, expectedSha256: ModelConstants.encoderSha256,
+                                               bundle: bundle)
+        let dec = try await ModelStore.prepare(ModelConstants.decoderFile, expectedSha256: ModelConstants.decoderSha256,
+                                               bundle: bundle)
         var t0 = DispatchTime.now()
-        encoder = try SamPredictor.loadModel(ModelConstants.encoderResource, bundle: bundle, config: config)
-        encoderLoadSeconds = Self.seconds(since: t0)
+        let encoder = try ModelStore.load(enc, computeUnits: computeUnits)
+        let encoderSeconds = seconds(since: t0)
         t0 = DispatchTime.now()
-        decoder = try SamPredictor.loadModel(ModelConstants.decoderResource, bundle: bundle, config: config)
-        decoderLoadSeconds = Self.seconds(since: t0)
-        try Self.check(encoder, inputs: ModelConstants.encoderInputNames, outputs: ModelConstants.encoderOutputNames)
-        try Self.check(decoder, inputs: ModelConstants.decoderInputNames, outputs: ModelConstants.decoderOutputNames)
+        let decoder = try ModelStore.load(dec, computeUnits: computeUnits)
+        let decoderSeconds = seconds(since: t0)
+        return try SamPredictor(encoder: encoder, decoder: decoder, encoderLoadSeconds: encoderSeconds,
+                                decoderLoadSeconds: decoderSeconds, prepared: [enc, dec])
     }
 
-    static func loadModel(_ resource: String, bundle: Bundle, config: MLModelConfiguration) throws -> MLModel {
-        guard let url = bundle.url(forResource: resource, withExtension: "mlmodelc") else {
-            throw SamError.missingModel(resource)
-        }
-        return try MLModel(contentsOf: url, configuration: config)
+    init(encoder: MLModel, decoder: MLModel, encoderLoadSeconds: Double, decoderLoadSeconds: Double,
+         prepared: [PreparedModel] = []) throws {
+        self.encoder = encoder
+        self.decoder = decoder
+        self.encoderLoadSeconds = encoderLoadSeconds
+        self.decoderLoadSeconds = decoderLoadSeconds
+        self.prepared = prepared
+        try Self.check(encoder, inputs: ModelConstants.encoderInputNames, outputs: ModelConstants.encoderOutputNames)
+        try Self.check(decoder, inputs: ModelConstants.decoderInputNames, outputs: ModelConstants.decoderOutputNames)
     }
 
     static func seconds(since t0: DispatchTime) -> Double {
