@@ -15,12 +15,6 @@ enum ModelConstants {
     static let modelName = "repvit_demo_student"
     static let format = "coreml"
     static let precision = "fp16"
-    /// The runtime the artifacts were exported for, the version of the tool that wrote them
-    /// (coremltools) and the minimum runtime version they need (iOS, the ML program's
-    /// minimum deployment target); the app checks the OS against minRuntimeVersion at load.
-    static let runtime = "coreml"
-    static let exporterVersion = "9.0"
-    static let minRuntimeVersion = "17.0"
 
     // Runtime: iOS >= the mlprogram's deployment target; the app refuses to load on an older one.
     static let runtime = "coreml"
