@@ -62,7 +62,7 @@ def export_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vendored():
     """apps/web with onnxruntime-web copied into vendor/ (vendor.sh --no-install if needed)."""
-    if all((WEB / "vendor" / f).is_file() for f in serve.VENDOR_FILES):
+    if all((WEB / "vendor" / f).is_file() for f in (*serve.VENDOR_FILES, serve.VENDOR_VERSION)):
         return WEB
     if (WEB / "node_modules" / "onnxruntime-web").is_dir():
         subprocess.run(["bash", str(WEB / "vendor.sh"), "--no-install"], check=True, capture_output=True)
