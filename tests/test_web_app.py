@@ -1,10 +1,13 @@
-"""Browser demo (apps/web + `sam-edge serve`): the page, driven by playwright-core in Debian's
-headless Chromium, segments a real photo with the exported ONNX student through onnxruntime-web
-(WASM) and draws the same mask as the Python ArtifactPredictor; bad input shows a message.
+"""Browser demo (apps/web + `sam-edge serve` + `make web`): the page, driven by playwright-core in
+Debian's headless Chromium, opens the sample photo with its button, segments it with the exported
+ONNX student through onnxruntime-web (WASM) and draws the same mask as the Python
+ArtifactPredictor; it shows the model and precision it runs; nothing hidden shows on load; bad
+input shows a message. `sam-edge serve` finds apps/web from the checkout it is started in (also
+from a non-editable install) and vendors onnxruntime-web from node_modules itself.
 
-Needs `apt-get install chromium`, `npm ci` in apps/web and apps/web/vendor.sh (see
-apps/web/README.md); skips with the reason otherwise. SAM_EDGE_SAVE_SCREENSHOT=1 also copies the
-page's screenshot to apps/web/screenshot.png."""
+The page test needs `apt-get install chromium` and `npm ci` in apps/web (see apps/web/README.md);
+it skips with the reason otherwise. SAM_EDGE_SAVE_SCREENSHOT=1 also copies the page's screenshot
+(taken after the click) to apps/web/screenshot.png."""
 from __future__ import annotations
 
 import http.client
@@ -12,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +28,7 @@ WEB = REPO / "apps" / "web"
 CHROMIUM = os.environ.get("SAM_EDGE_CHROMIUM", "/usr/bin/chromium")
 NODE = shutil.which("node")
 POINT = (190.0, 120.0)  # the foreground point of `make demo`
+SAMPLE = WEB / "sample.jpg"
 
 
 def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -57,7 +62,7 @@ def export_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vendored():
     """apps/web with onnxruntime-web copied into vendor/ (vendor.sh --no-install if needed)."""
-    if all((WEB / "vendor" / f).is_file() for f in serve.VENDOR_FILES):
+    if all((WEB / "vendor" / f).is_file() for f in (*serve.VENDOR_FILES, serve.VENDOR_VERSION)):
         return WEB
     if (WEB / "node_modules" / "onnxruntime-web").is_dir():
         subprocess.run(["bash", str(WEB / "vendor.sh"), "--no-install"], check=True, capture_output=True)
@@ -110,6 +115,21 @@ def test_serve_routes_and_content_types(server, export_dir):
     assert _get(s, "/artifacts/nothing.onnx")[0] == 404
 
 
+def test_serve_serves_sample_and_version_only(server, export_dir):
+    s = server(export_dir)
+    status, headers, body = _get(s, "/sample.jpg")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and body == SAMPLE.read_bytes()
+    status, _, body = _get(s, "/vendor/VERSION")
+    assert status == 200 and body.decode().strip() == (WEB / "vendor" / "VERSION").read_text().strip()
+    for path in ("/package.json", "/vendor.sh", "/README.md", "/screenshot.png", "/node_modules/onnxruntime-web/package.json",
+                 "/tests/click.mjs", "/vendor/"):
+        assert _get(s, path)[0] == 404, path
+
+
+def test_sample_photo_is_the_bundled_astronaut():
+    assert SAMPLE.read_bytes() == (REPO / "sam_edge" / "assets" / "astronaut.jpg").read_bytes()
+
+
 def test_serve_refuses_bad_artifacts_and_missing_vendor(export_dir, tmp_path, vendored):
     from sam_edge.runtime import ManifestError
 
@@ -123,9 +143,142 @@ def test_serve_refuses_bad_artifacts_and_missing_vendor(export_dir, tmp_path, ve
     web = tmp_path / "web"
     web.mkdir()
     (web / "index.html").write_text("<html></html>")
-    with pytest.raises(FileNotFoundError, match="vendor.sh"):
+    with pytest.raises(FileNotFoundError, match="vendor.sh") as exc:
         serve.check_web_dir(web)
+    assert "make web" in str(exc.value) and "ort.wasm.min.js" in str(exc.value)
     serve.check_web_dir(WEB)
+
+
+def _fake_ort_package(web: Path, version: str) -> None:
+    """a node_modules/onnxruntime-web with the three dist files (distinct contents)"""
+    pkg = web / "node_modules" / "onnxruntime-web"
+    (pkg / "dist").mkdir(parents=True, exist_ok=True)
+    (pkg / "package.json").write_text(json.dumps({"name": "onnxruntime-web", "version": version}))
+    for f in serve.VENDOR_FILES:
+        (pkg / "dist" / f).write_bytes(f"{f} {version}".encode())
+
+
+def test_serve_vendors_onnxruntime_web_from_node_modules(tmp_path, capsys):
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.html").write_text("<html></html>")
+    _fake_ort_package(web, "1.30.0")
+    assert serve.check_web_dir(web) == web
+    assert "vendored onnxruntime-web 1.30.0" in capsys.readouterr().err
+    for f in serve.VENDOR_FILES:
+        assert (web / "vendor" / f).read_bytes() == f"{f} 1.30.0".encode()
+    assert (web / "vendor" / "VERSION").read_text() == "1.30.0\n"
+    assert serve.vendor_ort(web) is None  # up to date: nothing copied
+    _fake_ort_package(web, "1.31.0")      # `npm ci` after a bump of package.json: vendored again
+    assert serve.vendor_ort(web) == "1.31.0"
+    assert (web / "vendor" / "ort.wasm.min.js").read_bytes() == b"ort.wasm.min.js 1.31.0"
+    # vendored files without node_modules (e.g. copied from elsewhere) are used as they are
+    shutil.rmtree(web / "node_modules")
+    assert serve.vendor_ort(web) is None and serve.check_web_dir(web) == web
+    assert not [p for p in (web / "vendor").iterdir() if p.name.endswith(".tmp")]
+
+
+# -- where serve finds apps/web ------------------------------------------------------------------
+
+_RESOLVE = r"""
+import contextlib, io, json, os, sys
+import sam_edge
+from sam_edge.cli import main
+from sam_edge.commands import serve
+cases = json.loads(sys.argv[1])
+out = {"sam_edge": sam_edge.__file__}
+for name, (cwd, web_dir) in cases.items():
+    os.chdir(cwd)
+    try:
+        out[name] = str(serve.find_web_dir(web_dir))
+    except FileNotFoundError as exc:
+        out[name] = "error: " + str(exc)
+os.chdir(cases["elsewhere"][0])
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    out["cli_rc"] = main(["serve", "--artifacts", "."])
+out["cli_err"] = err.getvalue()
+print(json.dumps(out))
+"""
+
+
+def test_serve_finds_apps_web_from_the_checkout_not_the_install(tmp_path):
+    """A non-editable install (the package copied into a site folder, as pip does) serves the
+    checkout it is started in, from its root or a subfolder; another checkout is served from
+    there; --web-dir wins; from elsewhere one error names every place tried."""
+    site = tmp_path / "site"
+    for pkg in ("sam_edge", "training", "distill", "export", "benchmarks"):  # pyproject's packages
+        if (REPO / pkg / "__init__.py").is_file():
+            shutil.copytree(REPO / pkg, site / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.work"))
+    other = tmp_path / "other-checkout"
+    (other / "apps" / "web").mkdir(parents=True)
+    (other / "apps" / "web" / "index.html").write_text("<html></html>")
+    (other / "pyproject.toml").write_text('[project]\nname = "sam-edge"\nversion = "0.0.1"\n')
+    (other / "deep" / "er").mkdir(parents=True)
+    impostor = tmp_path / "impostor"  # apps/web/index.html but another project: not a sam-edge checkout
+    (impostor / "apps" / "web").mkdir(parents=True)
+    (impostor / "apps" / "web" / "index.html").write_text("<html></html>")
+    (impostor / "pyproject.toml").write_text('[project]\nname = "not-sam-edge"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cases = {
+        "checkout": [str(REPO), None],
+        "checkout_subdir": [str(REPO / "tests"), None],
+        "other": [str(other / "deep" / "er"), None],
+        "impostor": [str(impostor), None],
+        "web_dir": [str(elsewhere), str(other / "apps" / "web")],
+        "bad_web_dir": [str(REPO), str(elsewhere)],
+        "elsewhere": [str(elsewhere), None],
+    }
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run([sys.executable, "-c", _RESOLVE, json.dumps(cases)], env=env, cwd=elsewhere,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert Path(res["sam_edge"]).resolve() == (site / "sam_edge" / "__init__.py").resolve()  # the copy, not the checkout
+    assert res["checkout"] == str(WEB.resolve()) and res["checkout_subdir"] == str(WEB.resolve())
+    assert res["other"] == str((other / "apps" / "web").resolve())
+    assert res["web_dir"] == str((other / "apps" / "web").resolve())
+    assert res["bad_web_dir"].startswith("error: --web-dir") and str(elsewhere) in res["bad_web_dir"]
+    for name in ("impostor", "elsewhere"):
+        msg = res[name]
+        assert msg.startswith("error: cannot find the browser demo (apps/web)"), msg
+        assert "--web-dir (not given)" in msg and str((site / "apps" / "web").resolve()) in msg
+        assert "pyproject.toml naming sam-edge" in msg
+    assert res["cli_rc"] == 2
+    [line] = res["cli_err"].strip().splitlines()
+    assert line.startswith("sam-edge serve: error: cannot find the browser demo") and "--web-dir" in line
+
+
+def test_make_web_recipe():
+    """`make web`: install, export into runs/web-export only when no export is there, vendor only
+    when missing, serve; ARTIFACTS= serves another export and never exports into it."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+
+    def dry(*args):
+        proc = subprocess.run(["make", "-n", "web", "VENV=.venv-dry-run", "-o", ".venv-dry-run/.installed", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    out = dry()
+    assert ('.venv-dry-run/bin/sam-edge export --model repvit_demo_student --formats onnx --precision fp32 '
+            '--out "runs/web-export"') in out
+    assert 'if [ ! -f "runs/web-export/manifest.json" ]' in out
+    assert "bash apps/web/vendor.sh" in out and "apps/web/vendor/ort-wasm-simd-threaded.wasm" in out
+    assert out.rstrip().endswith('.venv-dry-run/bin/sam-edge serve --artifacts "runs/web-export" --port 8000')
+    out = dry("ARTIFACTS=runs/demo/export", "PORT=8123")
+    assert 'if [ ! -f "runs/demo/export/manifest.json" ]' in out and "run 'make demo' first" in out
+    assert out.rstrip().endswith('sam-edge serve --artifacts "runs/demo/export" --port 8123')
+    # the export command's flags are the real CLI's
+    from sam_edge.cli import build_parser
+
+    args = build_parser().parse_args(["export", "--model", "repvit_demo_student", "--formats", "onnx",
+                                      "--precision", "fp32", "--out", "runs/web-export"])
+    assert (args.formats, args.precision, args.out) == ("onnx", "fp32", "runs/web-export")
+    args = build_parser().parse_args(["serve", "--artifacts", "runs/web-export", "--port", "8000"])
+    assert args.web_dir is None
 
 
 # -- the page in Chromium --------------------------------------------------------------------
@@ -140,9 +293,10 @@ def test_page_segments_like_python_and_reports_bad_input(server, export_dir, tmp
     from sam_edge.image import load_image
     from sam_edge.runtime import load_predictor
 
-    # a real photo, not square (exercises the padding and the crop), as PNG (lossless, so Chromium
-    # and Pillow decode the same pixels)
-    photo = load_image(REPO / "sam_edge" / "assets" / "astronaut.jpg")[:300]
+    # the sample photo (button) is square; a second real photo, not square (exercises the padding
+    # and the crop), goes through the file input as PNG (lossless, so Chromium and Pillow decode
+    # the same pixels)
+    photo = load_image(SAMPLE)[:300]
     png = tmp_path / "astronaut.png"
     Image.fromarray(photo).save(png)
     (tmp_path / "notes.txt").write_text("not an image\n")
@@ -160,7 +314,7 @@ def test_page_segments_like_python_and_reports_bad_input(server, export_dir, tmp
     out = tmp_path / "out"
     cfg = {
         "chromium": CHROMIUM, "url": good.url, "missing_url": bad.url, "out": str(out),
-        "image": str(png), "point": list(POINT), "non_image": str(tmp_path / "notes.txt"),
+        "point": list(POINT), "image": str(png), "image_point": [150.0, 200.0], "non_image": str(tmp_path / "notes.txt"),
         "bad_image": str(tmp_path / "broken.png"), "huge_image": str(tmp_path / "huge.jpg"),
         "timeout_ms": 45000,
     }
@@ -175,24 +329,54 @@ def test_page_segments_like_python_and_reports_bad_input(server, export_dir, tmp
     if os.environ.get("SAM_EDGE_SAVE_SCREENSHOT"):
         shutil.copy(out / "screenshot.png", WEB / "screenshot.png")
 
-    # the mask the page drew == the Python predictor's for the same artifact and prompt
-    info = res["mask"]
-    h, w = photo.shape[:2]
-    assert (info["width"], info["height"]) == (w, h) and not info["downscaled"]
-    page_mask = np.frombuffer((out / "mask.bin").read_bytes(), np.uint8).reshape(h, w).astype(bool)
-    [prompt] = info["prompts"]
-    assert prompt["type"] == "point" and prompt["label"] == 1
-    assert abs(prompt["x"] - POINT[0]) < 2 and abs(prompt["y"] - POINT[1]) < 2
+    # on load: no empty "Masks:" row, the placeholder centred in the drop zone (the `hidden`
+    # attribute used to lose against display:flex / inline-block); still so after the sample
+    # photo opened and before a click; the row shows after the click
+    for when in ("layout_on_load", "layout_before_click"):
+        lay = res["steps"][when]
+        assert not lay["masks_label_shown"], f"{when}: the 'Masks:' label shows before any click"
+    lay = res["steps"]["layout_on_load"]
+    assert lay["placeholder_shown"] and not lay["stage_shown"]
+    (px, py), (dx, dy) = lay["placeholder_centre"], lay["drop_centre"]
+    assert abs(px - dx) <= 3 and abs(py - dy) <= 3, f"placeholder centre {(px, py)} vs drop zone centre {(dx, dy)}"
+    assert res["steps"]["layout_before_click"]["stage_shown"] and not res["steps"]["layout_before_click"]["placeholder_shown"]
+    assert res["steps"]["layout_after_click"]["masks_label_shown"]
+
+    # the page says which model, files, precision and onnxruntime-web it runs (from the manifest
+    # and vendor/VERSION)
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    text = res["steps"]["model_info"]["text"]
+    assert text, "no model line on the page"
+    for shown in (manifest["model"]["name"], "encoder_fp32.onnx", "decoder_fp32.onnx", "ONNX fp32",
+                  f"onnxruntime-web {(WEB / 'vendor' / 'VERSION').read_text().strip()}"):
+        assert shown in text, f"{shown!r} not in the model line {text!r}"
+    assert res["steps"]["model_info"]["hook"]["precision"] == "fp32"
+
+    # the mask the page drew for a click on the sample photo (opened with its button) == the
+    # Python predictor's for the same artifact and prompt; the same for the PNG through the file input
     pred = load_predictor(export_dir)
-    pred.set_image(load_image(png))
-    masks, ious, _ = pred.predict(point_coords=np.array([[prompt["x"], prompt["y"]]]),
-                                  point_labels=np.array([1]), multimask_output=info["multimask"])
-    assert info["multimask"] and info["channel"] in (1, 2, 3)
-    np.testing.assert_allclose(info["ious"][1:], ious, atol=2e-3)
-    assert info["channel"] - 1 == int(np.argmax(ious)) or abs(ious.max() - ious[info["channel"] - 1]) < 2e-3
-    ref = masks[info["channel"] - 1]
-    iou = _mask_iou(page_mask, ref)
-    assert ref.sum() > 100 and iou >= 0.95, f"page vs python mask IoU {iou:.4f}"
+    assert res["steps"]["image"]["name"] == "sample.jpg"
+    sample = load_image(SAMPLE)
+    for info, mask_file, image, point in ((res["mask"], "mask.bin", sample, POINT),
+                                          (res["image_mask"], "image_mask.bin", photo, cfg["image_point"])):
+        h, w = image.shape[:2]
+        assert (info["width"], info["height"]) == (w, h) and not info["downscaled"]
+        page_mask = np.frombuffer((out / mask_file).read_bytes(), np.uint8).reshape(h, w).astype(bool)
+        [prompt] = info["prompts"]
+        assert prompt["type"] == "point" and prompt["label"] == 1
+        assert abs(prompt["x"] - point[0]) < 2 and abs(prompt["y"] - point[1]) < 2
+        pred.set_image(image)
+        masks, ious, _ = pred.predict(point_coords=np.array([[prompt["x"], prompt["y"]]]),
+                                      point_labels=np.array([1]), multimask_output=info["multimask"])
+        assert info["multimask"] and info["channel"] in (1, 2, 3)
+        np.testing.assert_allclose(info["ious"][1:], ious, atol=2e-3)
+        assert info["channel"] - 1 == int(np.argmax(ious)) or abs(ious.max() - ious[info["channel"] - 1]) < 2e-3
+        ref = masks[info["channel"] - 1]
+        iou = _mask_iou(page_mask, ref)
+        assert ref.sum() > 100 and iou >= 0.95, f"{mask_file}: page vs python mask IoU {iou:.4f}"
+    info = res["mask"]
+    h, w = sample.shape[:2]
+    page_mask = np.frombuffer((out / "mask.bin").read_bytes(), np.uint8).reshape(h, w).astype(bool)
 
     # timings shown, 3 ambiguity masks + the single output selectable, export == mask
     assert float(res["steps"]["shown_timings"]["encoder"]) > 0
@@ -203,7 +387,7 @@ def test_page_segments_like_python_and_reports_bad_input(server, export_dir, tmp
     assert res["steps"]["selected_other"] != info["channel"]
     exported = np.asarray(Image.open(out / "export.png").convert("L")) > 127
     assert exported.shape == (h, w) and (exported == page_mask).all()
-    assert res["steps"]["export_name"] == "astronaut_mask.png"
+    assert res["steps"]["export_name"] == "sample_mask.png"
 
     # hover preview, background point, box, undo
     assert res["steps"]["hover"]["area"] > 0 and len(res["steps"]["hover"]["prompts"]) == 2

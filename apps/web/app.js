@@ -18,11 +18,12 @@ const MAX_SIDE = 2048;            // longest side of the working copy of a huge 
 const HOVER_DEBOUNCE_MS = 60;
 const DRAG_THRESHOLD_PX = 6;      // screen pixels before a press becomes a box drag
 const ARTIFACTS = "artifacts/";
+const SAMPLE = "sample.jpg";       // the committed sample photo (sam_edge/assets/astronaut.jpg)
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $("status"), message: $("message"), note: $("note"), file: $("file"), drop: $("drop"),
-  stage: $("stage"), placeholder: $("placeholder"), undo: $("undo"), clear: $("clear"),
+  stage: $("stage"), placeholder: $("placeholder"), undo: $("undo"), clear: $("clear"), sample: $("sample"),
   exportBtn: $("export"), hover: $("hover"), encMs: $("enc-ms"), decMs: $("dec-ms"),
   modelInfo: $("model-info"), imageInfo: $("image-info"), candidates: $("candidates"),
   candidateList: $("candidate-list"), imageCanvas: $("image-canvas"), maskCanvas: $("mask-canvas"),
@@ -120,8 +121,8 @@ function selectArtifacts(manifest, precision) {
 async function loadModel() {
   if (typeof ort === "undefined") {
     throw new UserError(
-      "onnxruntime-web is missing (vendor/ort.wasm.min.js did not load). Run apps/web/vendor.sh " +
-      "(npm install in apps/web, then copy the dist files into apps/web/vendor/).");
+      "onnxruntime-web is missing (vendor/ort.wasm.min.js did not load). Run `make web` in the sam-edge checkout, " +
+      "or `bash apps/web/vendor.sh` (npm ci in apps/web, then copies the dist files into apps/web/vendor/).");
   }
   let manifest;
   const bytes = await fetchBytes("manifest.json", "manifest");
@@ -143,10 +144,17 @@ async function loadModel() {
     maxPoints: decArt.max_points || MAX_POINTS,
   });
   const name = (manifest.model && manifest.model.name) || "model";
-  ui.modelInfo.textContent = `${name} · onnx ${encArt.precision} · ${model.imageSize} px`;
-
   ort.env.wasm.wasmPaths = new URL("vendor/", location.href).href;
   ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1)) : 1;
+  const ortVersion = await vendoredOrtVersion();
+  hook.modelInfo = {
+    name, encoderFile: encArt.file, decoderFile: decArt.file, precision: encArt.precision,
+    decoderPrecision: decArt.precision, imageSize: model.imageSize, ortVersion, threads: ort.env.wasm.numThreads,
+  };
+  const precisionText = decArt.precision === encArt.precision ? encArt.precision : `${encArt.precision} / decoder ${decArt.precision}`;
+  ui.modelInfo.textContent =
+    `${name} · ${encArt.file} + ${decArt.file} · ONNX ${precisionText} · ${model.imageSize} px · ` +
+    `onnxruntime-web ${ortVersion} (WASM, ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""})`;
   const options = { executionProviders: ["wasm"], graphOptimizationLevel: "all" };
 
   const sessions = [];
@@ -167,7 +175,21 @@ async function loadModel() {
     }
   }
   [model.encoder, model.decoder] = sessions;
-  setStatus(`Model ready (${name}, ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""}) — open an image`, "ready");
+  ui.sample.disabled = false;
+  setStatus(`Model ready (${name}, ${ort.env.wasm.numThreads} thread${ort.env.wasm.numThreads > 1 ? "s" : ""}) — open an image or try the sample photo`, "ready");
+}
+
+// the onnxruntime-web version in vendor/VERSION (written by vendor.sh / sam-edge serve), else
+// what the library reports about itself
+async function vendoredOrtVersion() {
+  try {
+    const resp = await fetch("vendor/VERSION", { cache: "no-cache" });
+    if (resp.ok) {
+      const v = (await resp.text()).trim();
+      if (/^[0-9A-Za-z.+-]{1,40}$/.test(v)) return v;
+    }
+  } catch (err) { /* fall through */ }
+  return (ort.env.versions && ort.env.versions.web) || "(version unknown)";
 }
 
 // --------------------------------------------------------------------------------------------
@@ -426,6 +448,24 @@ async function openFile(file) {
     showError(`The encoder failed on "${file.name}": ${err.message || err}`);
     setStatus("Encoder failed", "error");
   }
+}
+
+// the committed sample photo, through the same path as a file the user opens
+async function openSample() {
+  clearError();
+  let resp;
+  try {
+    resp = await fetch(SAMPLE, { cache: "no-cache" });
+  } catch (err) {
+    showError(`Could not fetch the sample photo ${SAMPLE}: ${err.message || err}`);
+    return;
+  }
+  if (!resp.ok) {
+    showError(`Could not fetch the sample photo ${SAMPLE}: HTTP ${resp.status} ${resp.statusText}`);
+    return;
+  }
+  const blob = await resp.blob();
+  await openFile(new File([blob], SAMPLE, { type: blob.type || "image/jpeg" }));
 }
 
 // --------------------------------------------------------------------------------------------
@@ -813,6 +853,7 @@ ui.promptCanvas.addEventListener("pointerup", onPointerUp);
 ui.promptCanvas.addEventListener("pointercancel", () => { press = null; drawPrompts(); });
 ui.promptCanvas.addEventListener("pointerleave", () => { if (!press) cancelHover(); });
 ui.promptCanvas.addEventListener("contextmenu", (ev) => ev.preventDefault());
+ui.sample.addEventListener("click", openSample);
 ui.undo.addEventListener("click", undo);
 ui.clear.addEventListener("click", clearPrompts);
 ui.exportBtn.addEventListener("click", exportMaskPNG);
@@ -837,6 +878,7 @@ const hook = {
   encodeCount: 0,
   decodeCount: 0,
   model,
+  modelInfo: null,        // {name, encoderFile, decoderFile, precision, ortVersion, threads, ...}: what the page shows
   // helpers for scripted use: prompts in working-image pixels
   addPoint(x, y, label = 1) { actions.push({ type: "point", x, y, label }); return commit(); },
   addBox(x0, y0, x1, y1) { actions.push(boxOf({ x: x0, y: y0 }, { x: x1, y: y1 })); return commit(); },

@@ -1,45 +1,150 @@
 """Serve the browser demo (apps/web: onnxruntime-web, WASM) with an export directory's ONNX
 encoder + decoder mapped at /artifacts/. Everything runs in the page; this is a static file
 server (http.server) bound to 127.0.0.1 by default that serves only the page's files, the
-manifest and the ONNX files it lists (no directory listings, no other files, no symlink out)."""
+manifest and the ONNX files it lists (no directory listings, no other files, no symlink out).
+
+The page's folder is ``--web-dir``, else ``apps/web`` of the sam-edge checkout holding the current
+directory, else the one next to the imported package (:func:`find_web_dir`), so a non-editable
+install serves the checkout it is started in. onnxruntime-web is copied from
+``apps/web/node_modules`` into ``apps/web/vendor/`` when missing there (no network; without
+node_modules the error names ``make web`` / ``vendor.sh``)."""
 from __future__ import annotations
 
 import argparse
 import http.server
+import json
+import re
 import sys
 import threading
 import urllib.parse
 from pathlib import Path
 from typing import Optional
 
+from ..utils.io import write_bytes_atomic
+
 ARTIFACTS_PREFIX = "/artifacts/"
 # what vendor.sh copies from node_modules/onnxruntime-web/dist
 VENDOR_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+# vendor/VERSION: the onnxruntime-web version the files came from (the page shows it)
+VENDOR_VERSION = "VERSION"
 # everything the page loads from apps/web (the only web files served)
-WEB_FILES = frozenset({"index.html", "app.js", "prompt_rule.js", "style.css", *(f"vendor/{f}" for f in VENDOR_FILES)})
+WEB_FILES = frozenset({
+    "index.html", "app.js", "prompt_rule.js", "style.css", "sample.jpg",
+    *(f"vendor/{f}" for f in (*VENDOR_FILES, VENDOR_VERSION)),
+})
+VENDOR_HINT = "run `make web` (from the checkout) or `bash apps/web/vendor.sh` (npm ci in apps/web, then copies the dist files)"
+
+
+def _is_checkout(root: Path) -> bool:
+    """``root`` is a sam-edge source checkout: ``apps/web/index.html`` and a ``pyproject.toml``
+    whose project is sam-edge."""
+    if not (root / "apps" / "web" / "index.html").is_file():
+        return False
+    try:
+        text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        import tomllib  # Python 3.11+
+    except ImportError:  # 3.10: the [project] name line is enough
+        return re.search(r'^name\s*=\s*["\']sam-edge["\']', text, re.MULTILINE) is not None
+    try:
+        return tomllib.loads(text).get("project", {}).get("name") == "sam-edge"
+    except tomllib.TOMLDecodeError:
+        return False
+
+
+def find_web_dir(web_dir: Optional[str | Path] = None, cwd: Optional[str | Path] = None) -> Path:
+    """The browser demo's folder, resolved in this order:
+
+    1. ``web_dir`` (``--web-dir DIR``) when given; it must hold ``index.html``;
+    2. ``apps/web`` of the sam-edge checkout that holds ``cwd`` (default: the current directory;
+       it or its nearest parent with ``apps/web/index.html`` and a ``pyproject.toml`` naming
+       sam-edge);
+    3. ``apps/web`` next to the imported ``sam_edge`` package (an editable install).
+
+    FileNotFoundError naming every place tried when none holds the page."""
+    if web_dir is not None:
+        d = Path(web_dir).expanduser()
+        if not (d / "index.html").is_file():
+            raise FileNotFoundError(
+                f"--web-dir {web_dir}: no index.html there (expected the browser demo folder, apps/web of a sam-edge checkout)")
+        return d.resolve()
+    tried = ["--web-dir (not given)"]
+    start = Path(cwd if cwd is not None else Path.cwd()).resolve()
+    for root in (start, *start.parents):
+        if _is_checkout(root):
+            return (root / "apps" / "web").resolve()
+    tried.append(f"apps/web of a sam-edge checkout at {start} or a parent (none: no folder with apps/web/index.html "
+                 "and a pyproject.toml naming sam-edge)")
+    import sam_edge
+
+    beside = Path(sam_edge.__file__).resolve().parents[1] / "apps" / "web"
+    if (beside / "index.html").is_file():
+        return beside
+    tried.append(f"{beside} next to the imported sam_edge package (no index.html)")
+    raise FileNotFoundError(
+        "cannot find the browser demo (apps/web); tried " + "; ".join(tried)
+        + ". Run `sam-edge serve` inside a sam-edge checkout or pass --web-dir path/to/sam-edge/apps/web")
 
 
 def web_root() -> Path:
-    """apps/web of the repository this sam_edge was imported from."""
-    import sam_edge
-
-    return Path(sam_edge.__file__).resolve().parents[1] / "apps" / "web"
+    """:func:`find_web_dir` with no ``--web-dir``, from the current directory."""
+    return find_web_dir()
 
 
-def check_web_dir(web_dir: Path) -> Path:
+def _node_ort_version(pkg: Path) -> Optional[str]:
+    try:
+        return json.loads((pkg / "package.json").read_text(encoding="utf-8")).get("version")
+    except (OSError, ValueError):
+        return None
+
+
+def vendor_ort(web_dir: Path) -> Optional[str]:
+    """Copy onnxruntime-web's dist files from ``web_dir/node_modules/onnxruntime-web`` into
+    ``web_dir/vendor/`` (what ``vendor.sh --no-install`` does, without node; no network) when a
+    file is missing there or ``vendor/VERSION`` differs from the installed package. Returns the
+    version vendored now, or None when nothing was copied (up to date, or no node_modules)."""
+    web_dir = Path(web_dir)
+    pkg = web_dir / "node_modules" / "onnxruntime-web"
+    vendor = web_dir / "vendor"
+    if not (pkg / "dist").is_dir():
+        return None
+    version = _node_ort_version(pkg)
+    have = (vendor / VENDOR_VERSION).read_text(encoding="utf-8").strip() if (vendor / VENDOR_VERSION).is_file() else None
+    if all((vendor / f).is_file() for f in VENDOR_FILES) and (version is None or have == version):
+        return None
+    missing = [f for f in VENDOR_FILES if not (pkg / "dist" / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{pkg / 'dist'}: {', '.join(missing)} missing (not the onnxruntime-web package.json pins?); "
+            f"rerun `npm ci` in {web_dir}")
+    for f in VENDOR_FILES:
+        write_bytes_atomic(vendor / f, (pkg / "dist" / f).read_bytes())
+    write_bytes_atomic(vendor / VENDOR_VERSION, f"{version or 'unknown'}\n".encode())
+    return version or "unknown"
+
+
+def check_web_dir(web_dir: Path, vendor: bool = True) -> Path:
     """``web_dir`` if it holds the page and the vendored onnxruntime-web files, else
-    FileNotFoundError saying how to get them."""
+    FileNotFoundError saying how to get them. With ``vendor`` the files are first copied from
+    ``web_dir/node_modules`` when missing there (:func:`vendor_ort`)."""
     web_dir = Path(web_dir)
     if not (web_dir / "index.html").is_file():
         raise FileNotFoundError(
             f"the browser demo is missing: no index.html in {web_dir} (serve needs a source checkout of "
-            "sam-edge with apps/web/)"
+            "sam-edge with apps/web/, or --web-dir)"
         )
+    if vendor:
+        version = vendor_ort(web_dir)
+        if version is not None:
+            print(f"sam-edge serve: vendored onnxruntime-web {version} from {web_dir / 'node_modules'} "
+                  f"into {web_dir / 'vendor'}", file=sys.stderr, flush=True)
     missing = [f for f in VENDOR_FILES if not (web_dir / "vendor" / f).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"onnxruntime-web is not vendored: {', '.join(missing)} missing in {web_dir / 'vendor'}; "
-            f"run `bash {web_dir / 'vendor.sh'}` (npm install in apps/web, then copies the dist files)"
+            f"onnxruntime-web is not vendored: {', '.join(missing)} missing in {web_dir / 'vendor'} and "
+            f"{web_dir / 'node_modules' / 'onnxruntime-web'} is not installed; {VENDOR_HINT}"
         )
     return web_dir
 
@@ -87,14 +192,16 @@ class DemoHandler(http.server.SimpleHTTPRequestHandler):
         ".css": "text/css",
         ".html": "text/html",
         ".png": "image/png",
+        ".jpg": "image/jpeg",
+        "": "text/plain",
     }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, directory=str(self.web_dir), **kwargs)
 
     def translate_path(self, path: str) -> str:
-        """Only the files the page needs: ``index.html``, ``app.js``, ``style.css``, the vendored
-        onnxruntime-web files, and under /artifacts/ the manifest and the files it lists (each
+        """Only the files the page needs: ``index.html``, ``app.js``, ``prompt_rule.js``,
+        ``style.css``, ``sample.jpg``, the vendored onnxruntime-web files and ``vendor/VERSION``, and under /artifacts/ the manifest and the files it lists (each
         resolved inside the artifacts folder: a symlink or ``..`` that leaves it is refused).
         Anything else (other files, dotfiles, directories) answers 404."""
         path = urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0])
@@ -151,9 +258,10 @@ def make_server(artifacts_dir: str | Path, host: str = "127.0.0.1", port: int = 
                 web_dir: Optional[str | Path] = None, precision: str = "fp32",
                 check: bool = True, verbose: bool = False) -> DemoServer:
     """A :class:`DemoServer` (not yet serving) for ``artifacts_dir``; ``port=0`` picks a free port.
-    With ``check`` the web page, the vendored onnxruntime-web and the ONNX artifacts are
-    validated first."""
-    web_dir = Path(web_dir) if web_dir is not None else web_root()
+    ``web_dir`` as ``--web-dir`` (:func:`find_web_dir`). With ``check`` the web page, the vendored
+    onnxruntime-web (copied from node_modules when missing) and the ONNX artifacts are validated
+    first."""
+    web_dir = find_web_dir(web_dir)
     artifacts_dir = Path(artifacts_dir)
     if check:
         check_web_dir(web_dir)
@@ -178,21 +286,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address to bind (default 127.0.0.1; 0.0.0.0 exposes the demo to the network)")
     parser.add_argument("--precision", default="fp32",
                         help="ONNX precision the page loads (default fp32; e.g. fp16 if exported)")
+    parser.add_argument("--web-dir", metavar="DIR", default=None,
+                        help="the browser demo folder (default: apps/web of the sam-edge checkout holding the "
+                             "current directory, else the one next to the imported sam_edge package)")
     parser.add_argument("--verbose", action="store_true", help="log every request")
 
 
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port must be in 0..65535, got {args.port}")
-    check_web_dir(web_root())
+    web_dir = check_web_dir(find_web_dir(getattr(args, "web_dir", None)))
     _, enc, dec = check_artifacts(Path(args.artifacts), args.precision)
     try:
-        server = make_server(args.artifacts, args.host, args.port, precision=args.precision,
+        server = make_server(args.artifacts, args.host, args.port, web_dir=web_dir, precision=args.precision,
                              check=False, verbose=args.verbose)
     except OSError as exc:
         raise ValueError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     url = server.url + ("" if args.precision == "fp32" else f"?precision={args.precision}")
-    print(f"sam-edge serve: {url}  (apps/web + {Path(args.artifacts).resolve()} at /artifacts/: "
+    print(f"sam-edge serve: {url}  ({web_dir} + {Path(args.artifacts).resolve()} at /artifacts/: "
           f"{enc['file']}, {dec['file']}); Ctrl+C stops", flush=True)
     try:
         server.serve_forever()

@@ -6,13 +6,14 @@
 // CONFIG: {
 //   "chromium": "/usr/bin/chromium",
 //   "url": "http://127.0.0.1:PORT/",            // server with a complete export
-//   "image": "astronaut.png", "point": [x, y],    // segment: click (x, y) in image pixels
+//   "point": [x, y],                              // segment: the sample photo (button), click (x, y)
+//   "image": "astronaut.png", "image_point": [x, y],  // then this file (file input), click (x, y)
 //   "non_image": "notes.txt", "bad_image": "broken.png", "huge_image": "huge.jpg",
 //   "missing_url": "http://127.0.0.1:PORT2/",    // optional: server whose decoder file is gone
 //   "out": "OUT_DIR", "timeout_ms": 60000
 // }
-// OUT_DIR/result.json, OUT_DIR/mask.bin (width*height bytes 0/1), OUT_DIR/export.png,
-// OUT_DIR/screenshot.png.
+// OUT_DIR/result.json, OUT_DIR/mask.bin (the sample photo's mask, width*height bytes 0/1),
+// OUT_DIR/image_mask.bin (cfg.image's), OUT_DIR/export.png, OUT_DIR/screenshot.png (after the click).
 import fs from "node:fs";
 import path from "node:path";
 import { chromium } from "playwright-core";
@@ -52,6 +53,33 @@ async function openImage(page, file) {
   await page.waitForFunction((n) => window.samEdge.encodeCount > n, before);
 }
 
+async function openSample(page) {
+  const before = await page.evaluate(() => window.samEdge.encodeCount);
+  await page.click("#sample");
+  await page.waitForFunction((n) => window.samEdge.encodeCount > n, before);
+}
+
+// the layout bugs of issue 20: the "Masks:" row (a flex box) and the stage showed although
+// hidden, pushing the placeholder off centre
+const layout = (page) => page.evaluate(() => {
+  const shown = (el) => {
+    const r = el.getBoundingClientRect();
+    return r.width > 0 && r.height > 0 && getComputedStyle(el).visibility !== "hidden";
+  };
+  const centre = (el) => {
+    const r = el.getBoundingClientRect();
+    return [r.left + r.width / 2, r.top + r.height / 2];
+  };
+  const drop = document.getElementById("drop"), ph = document.getElementById("placeholder");
+  return {
+    masks_label_shown: shown(document.querySelector("#candidates .label")),
+    stage_shown: shown(document.getElementById("stage")),
+    placeholder_shown: shown(ph),
+    placeholder_centre: centre(ph),
+    drop_centre: centre(drop),
+  };
+});
+
 async function screenPoint(page, x, y) {
   return page.evaluate(([x, y]) => {
     const r = document.getElementById("prompt-canvas").getBoundingClientRect();
@@ -87,11 +115,17 @@ async function main() {
     const { page, ready } = await openPage(browser, cfg.url);
     result.steps.ready = ready;
     if (!ready.ok) throw new Error(`model did not load: ${ready.error}`);
+    result.steps.layout_on_load = await layout(page);
+    result.steps.model_info = {
+      text: await visibleText(page, "#model-info"), hook: await page.evaluate(() => window.samEdge.modelInfo),
+    };
     const t0 = Date.now();
-    await openImage(page, cfg.image);
+    await openSample(page);
     result.steps.image = await page.evaluate(() => window.samEdge.image);
+    result.steps.layout_before_click = await layout(page);
     const [px, py] = cfg.point;
     await clickImage(page, px, py);
+    result.steps.layout_after_click = await layout(page);
     const mask = await page.evaluate(() => Array.from(window.samEdge.lastMask.data));
     fs.writeFileSync(path.join(out, "mask.bin"), Buffer.from(Uint8Array.from(mask)));
     result.mask = await maskInfo(page);
@@ -150,6 +184,16 @@ async function main() {
     const maskAfterUndo = await page.evaluate(() => Array.from(window.samEdge.lastMask.data));
     result.steps.undo_restores_first_mask = maskAfterUndo.length === mask.length && maskAfterUndo.every((v, i) => v === mask[i]);
     result.steps.segment_seconds = (Date.now() - t0) / 1000;
+
+    // a file opened through the file input (non-square: padding + crop), one click
+    if (cfg.image) {
+      await openImage(page, cfg.image);
+      const [ix, iy] = cfg.image_point || cfg.point;
+      await clickImage(page, ix, iy);
+      result.image_mask = await maskInfo(page);
+      const data = await page.evaluate(() => Array.from(window.samEdge.lastMask.data));
+      fs.writeFileSync(path.join(out, "image_mask.bin"), Buffer.from(Uint8Array.from(data)));
+    }
 
     // ---- bad input: a dropped non-image file, an undecodable "image", a huge image ----------
     await page.evaluate(() => {
