@@ -13,6 +13,11 @@ object ModelConstants {
     const val FORMAT = "executorch"
     const val PRECISION = "fp32"
 
+    // Runtime: ExecuTorch runtime >= the executorch that wrote the .pte; the app refuses to load on an older one.
+    const val RUNTIME = "executorch"
+    const val EXPORTER_VERSION = "1.5.1"
+    const val MIN_RUNTIME_VERSION = "1.5.1"
+
     // Preprocessing: ResizeLongestSide to IMAGE_SIZE, pad bottom-right to IMAGE_SIZE x IMAGE_SIZE.
     const val IMAGE_SIZE = 256
     val PIXEL_MEAN = floatArrayOf(123.675f, 116.28f, 103.53f)
