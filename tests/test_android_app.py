@@ -307,6 +307,47 @@ def test_manifest_and_layout_references_resolve():
         assert icon in names["mipmap"]
 
 
+# AppCompat's styles and attributes that res/ uses: declared for aapt2 so that it can link res/
+# against the platform alone (AppCompat's own resources are not on this machine)
+APPCOMPAT_STAND_INS = """<resources>
+  <attr name="colorPrimary" format="color"/><attr name="colorPrimaryDark" format="color"/>
+  <attr name="colorAccent" format="color"/>
+  <style name="Theme"/><style name="Theme.AppCompat"/><style name="Theme.AppCompat.DayNight"/>
+  <style name="Theme.AppCompat.DayNight.NoActionBar"/>
+  <style name="TextAppearance"/><style name="TextAppearance.AppCompat"/><style name="TextAppearance.AppCompat.Title"/>
+</resources>
+"""
+FRAMEWORK_RES = Path("/usr/share/android-framework-res/framework-res.apk")  # Debian: android-framework-res
+
+
+def test_resources_compile_and_link_with_aapt2(tmp_path):
+    """aapt2 compiles every file in res/ and links them with the manifest against the platform's
+    framework resources (Debian's aapt + android-framework-res, API 29), AppCompat's names stood in
+    by APPCOMPAT_STAND_INS: XML, vector / adaptive icon, layout attributes, string formats and every
+    @-reference are checked. Skipped without aapt2."""
+    aapt2 = shutil.which("aapt2")
+    if not aapt2 or not FRAMEWORK_RES.is_file():
+        pytest.skip("needs aapt2 and framework-res.apk (Debian packages aapt, android-framework-res)")
+    stub = tmp_path / "stub" / "values"
+    stub.mkdir(parents=True)
+    (stub / "appcompat.xml").write_text(APPCOMPAT_STAND_INS)
+    for src, out in ((RES, "res.zip"), (stub.parent, "stub.zip")):
+        r = subprocess.run([aapt2, "compile", "--dir", str(src), "-o", str(tmp_path / out)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    manifest = (MAIN / "AndroidManifest.xml").read_text().replace(
+        "<manifest ", '<manifest package="com.samedge.demo" ', 1)  # AGP takes the package from `namespace`
+    (tmp_path / "AndroidManifest.xml").write_text(manifest)
+    r = subprocess.run([aapt2, "link", "-o", str(tmp_path / "app.apk"), "-I", str(FRAMEWORK_RES),
+                        "--manifest", str(tmp_path / "AndroidManifest.xml"), "--min-sdk-version", "28",
+                        "--target-sdk-version", "29", "--auto-add-overlay", "--java", str(tmp_path / "gen"),
+                        "-R", str(tmp_path / "stub.zip"), str(tmp_path / "res.zip")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r_java = (tmp_path / "gen" / "com" / "samedge" / "demo" / "R.java").read_text()
+    kotlin = (KOTLIN / "MainActivity.kt").read_text()
+    for kind, name in set(re.findall(r"\bR\.(string|id|layout)\.(\w+)", kotlin)):
+        assert re.search(rf"class {kind} \{{[^}}]*int {name}=", r_java), f"R.{kind}.{name} not generated"
+
+
 def _call_args(text: str, start: int) -> list[str]:
     """Top-level comma-separated arguments of the call whose '(' is at text[start]."""
     depth, args, cur, i = 0, [], "", start
