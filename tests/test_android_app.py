@@ -255,7 +255,10 @@ def _errors(node, out):
 
 def test_kotlin_sources_parse():
     parser = _kotlin_parser()
-    files = sorted(ANDROID.rglob("*.kt")) + sorted(ANDROID.rglob("*.kts"))
+    # the app and its build scripts; typecheck/'s declarations are compiled by kotlinc in
+    # test_app_kotlin_type_checks (tree-sitter-kotlin 1.1 misreads `suspend T.() -> R` there)
+    files = [f for f in sorted(ANDROID.rglob("*.kt")) + sorted(ANDROID.rglob("*.kts"))
+             if (ANDROID / "typecheck") not in f.parents]
     names = {f.name for f in files}
     assert {"MainActivity.kt", "SamPredictor.kt", "ModelCheck.kt", "ImageMath.kt", "GoldenMaskTest.kt",
             "ModelCheckTest.kt", "build.gradle.kts", "settings.gradle.kts"} <= names
@@ -451,12 +454,8 @@ def test_jvm_unit_tests_with_kotlinc(tmp_path):
     """Compile the Android-free Kotlin files with their src/test JUnit tests and run them: needs
     `kotlinc` (on PATH or $KOTLINC; e.g. the npm package kotlin-compiler) and a JUnit 4 jar
     ($JUNIT_JAR, or Debian's junit4 in /usr/share/java). Skipped when either is missing."""
-    kotlinc = os.environ.get("KOTLINC") or shutil.which("kotlinc")
-    junit = os.environ.get("JUNIT_JAR") or "/usr/share/java/junit4.jar"
+    kotlinc, junit = _kotlinc_or_skip()
     hamcrest = "/usr/share/java/hamcrest-core.jar"
-    if not kotlinc or not Path(junit).is_file():
-        pytest.skip("needs kotlinc and a JUnit 4 jar (see the docstring)")
-    _java_tools()
     sources = [KOTLIN / n for n in ("ModelCheck.kt", "ImageMath.kt", "MaskMath.kt")]
     tests = sorted((APP / "src" / "test").rglob("*.kt"))
     out = tmp_path / "classes"
@@ -469,3 +468,54 @@ def test_jvm_unit_tests_with_kotlinc(tmp_path):
     r = subprocess.run(["java", "-cp", cp, "org.junit.runner.JUnitCore", *classes], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "OK (" in r.stdout, r.stdout[-3000:]
+
+
+def _kotlinc_or_skip() -> tuple[str, str]:
+    kotlinc = os.environ.get("KOTLINC") or shutil.which("kotlinc")
+    junit = os.environ.get("JUNIT_JAR") or "/usr/share/java/junit4.jar"
+    if not kotlinc or not Path(junit).is_file():
+        pytest.skip("needs kotlinc ($KOTLINC or PATH) and a JUnit 4 jar ($JUNIT_JAR or Debian's junit4)")
+    _java_tools()
+    return kotlinc, junit
+
+
+def _write_r_and_build_config(out: Path) -> None:
+    """R.java (every resource name in res/, ids numbered in order) and BuildConfig.java (the runtime
+    versions from the catalog, as app/build.gradle.kts writes them)."""
+    names = _res_names()
+    pkg = out / "com" / "samedge" / "demo"
+    pkg.mkdir(parents=True)
+    n = 0x7F000000
+    classes = []
+    for kind in ("string", "id", "layout", "drawable", "mipmap", "color", "style"):
+        fields = []
+        for name in sorted(names[kind]):
+            n += 1
+            fields.append(f"    public static final int {name.replace('.', '_')} = {n};")
+        classes.append(f"  public static final class {kind} {{\n" + "\n".join(fields) + "\n  }")
+    (pkg / "R.java").write_text("package com.samedge.demo;\npublic final class R {\n" + "\n".join(classes) + "\n}\n")
+    v = _catalog()["versions"]
+    (pkg / "BuildConfig.java").write_text(
+        "package com.samedge.demo;\npublic final class BuildConfig {\n"
+        f'  public static final String EXECUTORCH_VERSION = "{v["executorch"]}";\n'
+        f'  public static final String LITERT_VERSION = "{v["litert"]}";\n}}\n')
+
+
+@pytest.mark.slow
+def test_app_kotlin_type_checks(tmp_path):
+    """Every Kotlin file of app/src/main and app/src/androidTest compiles with kotlinc against the
+    declared API surface in apps/android/typecheck (see its README): the app's Kotlin is type-checked
+    although the Android SDK is not here."""
+    kotlinc, junit = _kotlinc_or_skip()
+    javac = shutil.which("javac")
+    decl = ANDROID / "typecheck"
+    _write_r_and_build_config(tmp_path / "gen")
+    java_sources = sorted(map(str, (decl / "java").rglob("*.java"))) + sorted(map(str, (tmp_path / "gen").rglob("*.java")))
+    r = subprocess.run([javac, "-d", str(tmp_path / "decl"), "-cp", junit, *java_sources], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    kotlin_sources = sorted((decl / "kotlin").glob("*.kt")) + sorted((MAIN / "java").rglob("*.kt")) \
+        + sorted((APP / "src" / "androidTest").rglob("*.kt"))
+    r = subprocess.run([kotlinc, "-jvm-target", "17", "-Werror", "-cp", os.pathsep.join([str(tmp_path / "decl"), junit]),
+                        *map(str, kotlin_sources), "-d", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert (tmp_path / "out" / "com" / "samedge" / "demo" / "MainActivity.class").is_file()
