@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -451,19 +450,57 @@ def test_golden_files_are_consistent():
 
 @pytest.mark.slow
 def test_jvm_unit_tests_with_kotlinc(tmp_path):
-    """Compile the Android-free Kotlin files with their src/test JUnit tests and run them: needs
+    """Compile the Android-free Kotlin files with their src/test JUnit tests and run them, and check
+    ImageMath.encoderInput on a real photo equals sam_edge.runtime.predictor.encoder_input value for
+    value (both normalisation modes). Needs
     `kotlinc` (on PATH or $KOTLINC; e.g. the npm package kotlin-compiler) and a JUnit 4 jar
     ($JUNIT_JAR, or Debian's junit4 in /usr/share/java). Skipped when either is missing."""
     kotlinc, junit = _kotlinc_or_skip()
     hamcrest = "/usr/share/java/hamcrest-core.jar"
     sources = [KOTLIN / n for n in ("ModelCheck.kt", "ImageMath.kt", "MaskMath.kt")]
     tests = sorted((APP / "src" / "test").rglob("*.kt"))
+    # and the encoder input of a real photo against sam_edge.runtime.predictor.encoder_input
+    import numpy as np
+    from PIL import Image
+
+    from sam_edge.runtime.predictor import encoder_input
+
+    photo = np.array(Image.open(ROOT / "sam_edge" / "assets" / "coffee.jpg").convert("RGB"))
+    (tmp_path / "photo.rgb").write_bytes(photo.tobytes())
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    for inside in (True, False):
+        x, _ = encoder_input(photo, 256, mean, std, inside)
+        (tmp_path / f"ref_{int(inside)}.f32").write_bytes(np.ascontiguousarray(x, "<f4").tobytes())
+    cross = tmp_path / "CrossCheck.kt"
+    cross.write_text(f"""
+import com.samedge.demo.ImageMath
+import java.io.File
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+fun main() {{
+    val (w, h) = {photo.shape[1]} to {photo.shape[0]}
+    val b = File("{tmp_path / 'photo.rgb'}").readBytes()
+    val px = IntArray(w * h) {{ i -> ((b[3 * i].toInt() and 0xFF) shl 16) or ((b[3 * i + 1].toInt() and 0xFF) shl 8) or (b[3 * i + 2].toInt() and 0xFF) }}
+    val mean = floatArrayOf(123.675f, 116.28f, 103.53f)
+    val std = floatArrayOf(58.395f, 57.12f, 57.375f)
+    for (inside in listOf(true, false)) {{
+        val x = ImageMath.encoderInput(px, w, h, 256, mean, std, inside)
+        val ref = ByteBuffer.wrap(File("{tmp_path}/ref_${{if (inside) 1 else 0}}.f32").readBytes()).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer()
+        var differ = 0
+        for (i in x.data.indices) if (x.data[i] != ref.get(i)) differ++
+        println("normalizeInside=$inside differing=$differ of ${{x.data.size}}")
+    }}
+}}
+""")
     out = tmp_path / "classes"
-    r = subprocess.run([kotlinc, "-jvm-target", "17", "-cp", junit, *map(str, sources + tests), "-d", str(out)],
+    r = subprocess.run([kotlinc, "-jvm-target", "17", "-cp", junit, *map(str, sources + tests + [cross]), "-d", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     stdlib = Path(kotlinc).resolve().parents[1] / "lib" / "kotlin-stdlib.jar"
     cp = os.pathsep.join(str(p) for p in (out, stdlib, junit, hamcrest) if Path(p).exists())
+    r = subprocess.run(["java", "-cp", cp, "CrossCheckKt"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() and all(line.endswith(f"differing=0 of {3 * 256 * 256}") for line in r.stdout.strip().splitlines()), r.stdout
     classes = [f"com.samedge.demo.{t.stem}" for t in tests]
     r = subprocess.run(["java", "-cp", cp, "org.junit.runner.JUnitCore", *classes], capture_output=True, text=True,
                        timeout=300)
