@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import glob
 import json
+import re
 import os
 import shutil
 import socket
@@ -452,12 +453,57 @@ def test_cli_bench_over_ssh_then_report(sshd, tiny_export, tmp_path):
     assert sshd["spec"] in md and "coreml" in md and "12.50" in md
 
 
+ANDROID_KT = Path(__file__).parents[1] / "apps" / "android" / "app" / "src" / "main" / "java" / "com" / "samedge" \
+    / "demo" / "Benchmark.kt"
+
+
 def test_ingest_android_app(tmp_path):
+    """The Android app's benchmark JSON (a file of exactly the shape Benchmark.kt writes) is ingested,
+    and `sam-edge bench --ingest` turns it into result rows paired by format and precision."""
+    from sam_edge.cli import main
+
+    src = DATA / "sam-edge-android-bench.json"
+    doc = json.loads(src.read_text())
+    # the fixture has every key Benchmark.kt puts, and no other
+    kt = ANDROID_KT.read_text()
+    put_keys = set(re.findall(r'\.put\("(\w+)"', kt))
+    fixture_keys = set(doc) | set(doc["device"]) | {k for r in doc["results"] for k in r}
+    assert fixture_keys == put_keys, (fixture_keys ^ put_keys)
+    assert {"min", "p50", "p90", "mean", "std", "n"} == set(doc["results"][1]["latency_ms"])
+
+    res = ingest(src)
+    assert res["device"] == "android:Pixel 8"
+    env = res["env"]
+    assert env["source"] == "android-app" and env["app"] == "sam-edge-android" and env["model"] == "repvit_demo_student"
+    assert env["device"]["abi"] == "arm64-v8a" and env["runtime_versions"] == {"executorch": "1.5.1", "litert": "2.3.0"}
+    recs = {r["file"]: r for r in res["artifacts"]}
+    assert list(recs) == ["decoder_fp32.pte", "decoder_fp32.tflite", "encoder_fp32.pte", "encoder_fp32.tflite"]
+    bad = recs["decoder_fp32.pte"]
+    assert bad["error"].startswith("ModelCheckException: decoder_fp32.pte is not the model") and bad["load_s"] is None
+    assert all(v is None for v in bad["latency_ms"].values())
+    enc = recs["encoder_fp32.pte"]
+    assert (enc["role"], enc["format"], enc["precision"], enc["threads"]) == ("encoder", "executorch", "fp32", 4)
+    assert enc["latency_ms"]["p50"] == 10.2253615 and enc["latency_ms"]["n"] == 50 and enc["peak_rss_mb"] == 180.0
+    assert enc["inputs"] == "synthetic image" and enc["device"] == "android:Pixel 8" and enc["compute_units"] == "cpu"
+
+    out = tmp_path / "android_res.json"
+    assert main(["bench", "--ingest", str(src), "--out", str(out)]) == 0
+    rows = {r["format"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["tflite"]["decoder_file"] == "decoder_fp32.tflite" and rows["tflite"]["decoder_ms"]["p50"] == 2.0541
+    assert rows["executorch"]["model"] == "repvit_demo_student" and rows["executorch"]["decoder_ms"]["p50"] is None
+    assert rows["executorch"]["encoder_ms"]["p50"] == 10.2253615
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda d: d["device"].pop("model"), r"'device' must be an object with 'model'.*Pixel 8"),
+    (lambda d: d["results"][2].update(threads="four"), r"results\[2\]\.threads is 'four'"),
+    (lambda d: d["results"][2].update(latency_ms=None), r"results\[2\]\.latency_ms must be an object"),
+])
+def test_ingest_android_app_malformed(tmp_path, change, match):
+    doc = json.loads((DATA / "sam-edge-android-bench.json").read_text())
+    change(doc)
     p = tmp_path / "android.json"
-    p.write_text(json.dumps({"app": "sam-edge-android", "device": {"model": "Pixel 8", "os": "Android 15"},
-                             "results": [{"file": "encoder_fp32.pte", "latency_ms": {"p50": 20.0, "n": 10},
-                                          "load_s": 0.2, "threads": 4}]}))
-    res = ingest(p)
-    assert res["device"] == "android:Pixel 8" and res["env"]["source"] == "android-app"
-    (rec,) = res["artifacts"]
-    assert rec["format"] == "executorch" and rec["role"] == "encoder" and rec["latency_ms"]["p50"] == 20.0
+    p.write_text(json.dumps(doc))
+    with pytest.raises(IngestError, match=match) as ei:
+        ingest(p)
+    assert str(p) in str(ei.value)

@@ -9,9 +9,10 @@ pluginManagement {
 dependencyResolutionManagement {
     repositoriesMode.set(RepositoriesMode.FAIL_ON_PROJECT_REPOS)
     repositories {
-        google()        // LiteRT (com.google.ai.edge.litert), AndroidX
-        mavenCentral()  // ExecuTorch (org.pytorch:executorch-android)
+        google()        // AGP, AndroidX, LiteRT (com.google.ai.edge.litert)
+        mavenCentral()  // ExecuTorch (org.pytorch:executorch-android), Kotlin, JUnit
     }
+    // gradle/libs.versions.toml is picked up as the `libs` catalog
 }
 
 rootProject.name = "SamEdgeDemo"

@@ -1,27 +1,37 @@
-"""Convert benchmark results measured elsewhere (iOS) to the ``timings.json`` shape of
-:mod:`benchmarks.runner`.
+"""Convert benchmark results measured elsewhere (the iOS and Android sample apps, Xcode) to the
+``timings.json`` shape of :mod:`benchmarks.runner`.
 
 ``ingest(path)`` recognises two kinds of file:
 
-(a) **sam-edge iOS app, benchmark mode** (JSON, written by the app and copied off the device)::
+(a) **sam-edge sample app, benchmark mode** (JSON, written by the app and copied off the device):
+    the iOS app (``apps/ios/SamEdgeDemo/Benchmark.swift``, ``"app": "sam-edge-ios"``) and the
+    Android app (``apps/android/.../Benchmark.kt``, ``"app": "sam-edge-android"``) write one schema::
 
     {
-      "app": "sam-edge-ios",
+      "app": "sam-edge-ios",                      # or "sam-edge-android"
       "app_version": "1.0",                       # optional
       "device": {"model": "iPhone15,2", "os": "iOS 17.4"},
+                                                  # Android adds "manufacturer" and "abi"
+      "model_name": "repvit_demo_student",        # optional: the SAM model the app was built for
+      "warmup": 10, "created": "2026-12-01T10:00:00Z",           # optional
+      "runtime_versions": {"executorch": "1.5.1", "litert": "2.3.0"},  # optional (Android)
       "results": [
         {"file": "encoder_fp16.mlpackage", "role": "encoder", "format": "coreml",
-         "precision": "fp16", "compute_units": "all",       # all | cpuAndGPU | cpuAndNeuralEngine | cpuOnly
+         "precision": "fp16", "compute_units": "all",       # iOS: all | cpuAndGPU | cpuAndNeuralEngine | cpuOnly
+                                                            # Android: "cpu"
+         "threads": 4,                            # optional (Android: the runtime's thread count)
          "latency_ms": {"min": .., "p50": .., "p90": .., "mean": .., "std": .., "n": ..},
          "load_s": 0.84,
          "peak_rss_mb": 310.5,                    # optional
+         "inputs": "synthetic image",             # optional
          "error": null}                           # optional: a string when the model failed
       ]
     }
 
-    Required: ``app`` == "sam-edge-ios", ``device.model``, ``results`` (a list), and per result
+    Required: ``app`` (one of the two), ``device.model``, ``results`` (a list), and per result
     ``file``, ``latency_ms`` (a mapping; at least one of min/p50/p90/mean numeric unless
-    ``error`` is set). ``role`` / ``format`` / ``precision`` default to what the file name says.
+    ``error`` is set; null when ``error`` is set). ``role`` / ``format`` / ``precision`` default
+    to what the file name says. The device is named ``ios:<model>`` / ``android:<model>``.
 
 (b) **Xcode Core ML performance report** (Xcode 14+: open the model, Performance tab, "+").
     Xcode documents no machine-readable export of this report: it shows median load,
@@ -46,9 +56,10 @@
     The median prediction time becomes ``latency_ms.p50`` (the other stats stay None: Xcode
     does not show them, nor the number of predictions), ``load_median_ms`` becomes ``load_s``.
 
-Result: ``{"env": {"device": {...}, "source": "ios-app" | "xcode-performance-report",
-"file": path, ...}, "artifacts": [records], "pipelines": [], "device": "ios:<model>"}``, each
-record with the runner's keys plus ``device`` and ``compute_units``. Anything else raises
+Result: ``{"env": {"device": {...}, "source": "ios-app" | "android-app" | "xcode-performance-report",
+"file": path, "model": model_name, ...}, "artifacts": [records], "pipelines": [],
+"device": "ios:<model>" | "android:<model>"}``, each record with the runner's keys plus ``device``
+and ``compute_units`` (and ``inputs`` where the app wrote it). Anything else raises
 :class:`IngestError` (a ValueError) naming the file and what was expected.
 """
 from __future__ import annotations
@@ -64,6 +75,7 @@ from . import LATENCY_KEYS, artifact_record
 
 IOS_APP = "sam-edge-ios"
 ANDROID_APP = "sam-edge-android"  # the Android sample app writes the same schema
+APPS = {IOS_APP: ("ios", "ios-app"), ANDROID_APP: ("android", "android-app")}  # app -> (device prefix, source)
 XCODE_SOURCE = "xcode-performance-report"
 XCODE_CSV_REQUIRED = ("model", "prediction_median_ms")
 
@@ -88,26 +100,36 @@ def _num(value: Any, where: str, path: Path, required: bool = False) -> Optional
     return v
 
 
-def _device_str(model: Optional[str]) -> str:
-    return f"ios:{model}" if model else "ios"
+def _device_str(model: Optional[str], prefix: str = "ios") -> str:
+    return f"{prefix}:{model}" if model else prefix
 
 
-def _ios_app(data: Mapping, path: Path) -> dict[str, Any]:
+def _threads(value: Any, where: str, path: Path) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+        raise IngestError(f"{path}: {where} is {value!r} (expected a positive whole number or null)")
+    return int(value)
+
+
+def _app(data: Mapping, path: Path) -> dict[str, Any]:
+    """Kind (a): the benchmark JSON of the iOS or the Android sample app."""
+    app = data["app"]
+    prefix, source = APPS[app]
+    example = ('{"model": "Pixel 8", "manufacturer": "Google", "os": "Android 15 (API 35)", "abi": "arm64-v8a"}'
+               if app == ANDROID_APP else '{"model": "iPhone15,2", "os": "iOS 17.4"}')
     dev = data.get("device")
     if not isinstance(dev, Mapping) or not dev.get("model"):
-        raise IngestError(f"{path}: 'device' must be an object with 'model' (and 'os'), e.g. "
-                          '{"model": "iPhone15,2", "os": "iOS 17.4"}')
+        raise IngestError(f"{path}: 'device' must be an object with 'model' (and 'os'), e.g. {example}")
     results = data.get("results")
     if not isinstance(results, list):
         raise IngestError(f"{path}: 'results' must be a list of per-model results")
-    device = _device_str(dev["model"])
-    if data.get("app") == ANDROID_APP:
-        device = "android:" + device.split(":", 1)[-1]
+    device = _device_str(dev["model"], prefix)
     records = []
     for i, r in enumerate(results):
         where = f"results[{i}]"
         if not isinstance(r, Mapping) or not isinstance(r.get("file"), str) or not r["file"]:
-            raise IngestError(f"{path}: {where} must be an object with 'file' (e.g. 'encoder_fp16.mlpackage')")
+            raise IngestError(f"{path}: {where} must be an object with 'file' (e.g. 'encoder_fp32.pte')")
         lat_in = r.get("latency_ms")
         error = r.get("error")
         if lat_in is None and error:
@@ -119,14 +141,18 @@ def _ios_app(data: Mapping, path: Path) -> dict[str, Any]:
             lat["n"] = int(lat["n"])
         if not error and all(lat[k] is None for k in ("min", "p50", "p90", "mean")):
             raise IngestError(f"{path}: {where}.latency_ms has none of min/p50/p90/mean")
+        extra = {"inputs": r["inputs"]} if isinstance(r.get("inputs"), str) else {}
         records.append(artifact_record(
             r["file"], r.get("role"), r.get("format"),
             r.get("precision"), load_s=_num(r.get("load_s"), f"{where}.load_s", path), latency_ms=lat,
-            threads=r.get("threads"), peak_rss_mb=_num(r.get("peak_rss_mb"), f"{where}.peak_rss_mb", path),
-            error=str(error) if error else None, device=device, compute_units=r.get("compute_units")))
-    env = {"device": dict(dev), "source": "android-app" if data.get("app") == ANDROID_APP else "ios-app",
-           "app": data.get("app"),
-           "app_version": data.get("app_version"), "file": str(path)}
+            threads=_threads(r.get("threads"), f"{where}.threads", path),
+            peak_rss_mb=_num(r.get("peak_rss_mb"), f"{where}.peak_rss_mb", path),
+            error=str(error) if error else None, device=device, compute_units=r.get("compute_units"), **extra))
+    env = {"device": dict(dev), "source": source, "app": app, "app_version": data.get("app_version"),
+           "model": data.get("model_name"), "warmup": data.get("warmup"), "created": data.get("created"),
+           "file": str(path)}
+    if isinstance(data.get("runtime_versions"), Mapping):
+        env["runtime_versions"] = dict(data["runtime_versions"])
     return {"env": env, "artifacts": records, "pipelines": [], "device": device}
 
 
@@ -173,16 +199,16 @@ def _xcode_csv(text: str, path: Path) -> dict[str, Any]:
 
 
 def ingest(path) -> dict[str, Any]:
-    """Read an iOS app benchmark JSON or an Xcode Core ML performance-report summary (CSV / JSON)
-    and return it in the ``timings.json`` shape (see the module docstring)."""
+    """Read the iOS or Android app's benchmark JSON or an Xcode Core ML performance-report summary
+    (CSV / JSON) and return it in the ``timings.json`` shape (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
         raise IngestError(f"{path}: no such file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
-        raise IngestError(f"{path}: not a text file (expected the iOS app's benchmark JSON or an Xcode "
-                          "performance-report CSV/JSON)") from None
+        raise IngestError(f"{path}: not a text file (expected the iOS / Android app's benchmark JSON or an "
+                          "Xcode performance-report CSV/JSON)") from None
     if path.suffix.lower() == ".csv":
         return _xcode_csv(text, path)
     try:
@@ -191,11 +217,11 @@ def ingest(path) -> dict[str, Any]:
         first = text.strip().splitlines()[0] if text.strip() else ""
         if path.suffix.lower() != ".json" and first.startswith("model,"):
             return _xcode_csv(text, path)
-        raise IngestError(f"{path}: not valid JSON ({exc}); expected the iOS app's benchmark JSON "
-                          f"(app: {IOS_APP!r}) or an Xcode performance-report summary (.csv or JSON with "
-                          f"source: {XCODE_SOURCE!r})") from None
-    if isinstance(data, Mapping) and data.get("app") in (IOS_APP, ANDROID_APP):
-        return _ios_app(data, path)
+        raise IngestError(f"{path}: not valid JSON ({exc}); expected the iOS / Android app's benchmark JSON "
+                          f"(app: {IOS_APP!r} or {ANDROID_APP!r}) or an Xcode performance-report summary "
+                          f"(.csv or JSON with source: {XCODE_SOURCE!r})") from None
+    if isinstance(data, Mapping) and data.get("app") in APPS:
+        return _app(data, path)
     if isinstance(data, Mapping) and (data.get("source") == XCODE_SOURCE or "models" in data):
         models = data.get("models")
         if not isinstance(models, list) or not all(isinstance(m, Mapping) for m in models):
@@ -207,6 +233,7 @@ def ingest(path) -> dict[str, Any]:
             raise IngestError(f"{path}: 'device' must be an object with model / os")
         return _xcode_rows(models, dev, path, "JSON")
     keys = sorted(data)[:8] if isinstance(data, Mapping) else type(data).__name__
-    raise IngestError(f"{path}: unknown results file (top level: {keys}); expected the iOS app's benchmark JSON "
-                      f"with app: {IOS_APP!r}, device and results, or an Xcode Core ML performance-report summary "
-                      f"(source: {XCODE_SOURCE!r} with models, or a CSV with columns model, prediction_median_ms)")
+    raise IngestError(f"{path}: unknown results file (top level: {keys}); expected the iOS / Android app's "
+                      f"benchmark JSON with app: {IOS_APP!r} or {ANDROID_APP!r}, device and results, or an Xcode "
+                      f"Core ML performance-report summary (source: {XCODE_SOURCE!r} with models, or a CSV with "
+                      "columns model, prediction_median_ms)")

@@ -1,11 +1,16 @@
+import org.jetbrains.kotlin.gradle.dsl.JvmTarget
+
+// Not compiled on the machine this was written on (no Android SDK there): see ../README.md,
+// "What was verified here". Versions: ../gradle/libs.versions.toml.
 plugins {
-    id("com.android.application")
-    id("org.jetbrains.kotlin.android")
+    alias(libs.plugins.android.application)
+    alias(libs.plugins.kotlin.android)
 }
 
-// Models: `./gradlew :app:copySamModels -PsamEdgeExport=/path/to/export` copies the ExecuTorch /
-// TFLite artifacts of a `sam-edge export` directory into src/main/assets (or copy the two files
-// named in ModelConstants.kt by hand). They are not committed.
+// Models: `sam-edge app-bundle --artifacts DIR` copies the two files named in ModelConstants.kt into
+// src/main/assets (and regenerates ModelConstants.kt). For benchmark mode, every encoder_*/decoder_*
+// model of an export directory can be copied with
+// `./gradlew :app:copySamModels -PsamEdgeExport=/path/to/export`. Models are never committed.
 val samEdgeExport = providers.gradleProperty("samEdgeExport")
 
 tasks.register<Copy>("copySamModels") {
@@ -18,18 +23,27 @@ tasks.register<Copy>("copySamModels") {
 
 android {
     namespace = "com.samedge.demo"
-    compileSdk = 35
+    compileSdk = 36
 
     defaultConfig {
         applicationId = "com.samedge.demo"
         minSdk = 28          // ImageDecoder (EXIF-aware decoding)
-        targetSdk = 35
+        targetSdk = 36
         versionCode = 1
         versionName = "1.0"
+        testInstrumentationRunner = "androidx.test.runner.AndroidJUnitRunner"
         ndk {
-            // the ExecuTorch AAR ships arm64-v8a and x86_64
+            // the ExecuTorch AAR ships arm64-v8a and x86_64 (an x86_64 emulator runs the instrumented test)
             abiFilters += listOf("arm64-v8a", "x86_64")
         }
+        // The runtime versions this APK carries, from the version catalog: ModelCheck compares them
+        // with ModelConstants.MIN_RUNTIME_VERSION at load.
+        buildConfigField("String", "EXECUTORCH_VERSION", "\"${libs.versions.executorch.get()}\"")
+        buildConfigField("String", "LITERT_VERSION", "\"${libs.versions.litert.get()}\"")
+    }
+
+    buildFeatures {
+        buildConfig = true
     }
 
     buildTypes {
@@ -44,24 +58,43 @@ android {
         noCompress += listOf("pte", "tflite")
     }
 
+    packaging {
+        jniLibs {
+            // fbjni (ExecuTorch's dependency) ships libc++_shared.so; keep one copy if another AAR does too
+            pickFirsts += "**/libc++_shared.so"
+        }
+    }
+
     compileOptions {
         sourceCompatibility = JavaVersion.VERSION_17
         targetCompatibility = JavaVersion.VERSION_17
     }
-    kotlinOptions {
-        jvmTarget = "17"
+}
+
+kotlin {
+    compilerOptions {
+        jvmTarget.set(JvmTarget.JVM_17)
     }
 }
 
 dependencies {
-    // ExecuTorch runtime (Module / EValue / Tensor, XNNPACK backend): Maven Central
-    implementation("org.pytorch:executorch-android:1.0.1")
-    // (its Gradle metadata brings fbjni / soloader, which load libexecutorch.so)
-    // LiteRT (TFLite) Interpreter API, package org.tensorflow.lite: Google Maven
-    implementation("com.google.ai.edge.litert:litert:1.4.1")
+    // ExecuTorch runtime (Module / EValue / Tensor, XNNPACK backend); its Gradle metadata brings
+    // fbjni and soloader's nativeloader, which load libexecutorch.so
+    implementation(libs.executorch.android)
+    // LiteRT (TFLite) Interpreter API, package org.tensorflow.lite
+    implementation(libs.litert)
 
-    implementation("androidx.appcompat:appcompat:1.7.0")
-    implementation("androidx.activity:activity-ktx:1.9.3")
-    implementation("androidx.lifecycle:lifecycle-runtime-ktx:2.8.7")
-    implementation("org.jetbrains.kotlinx:kotlinx-coroutines-android:1.9.0")
+    implementation(libs.androidx.appcompat)
+    implementation(libs.androidx.activity.ktx)
+    implementation(libs.androidx.lifecycle.runtime.ktx)
+    implementation(libs.kotlinx.coroutines.android)
+
+    // JVM unit tests of the pure Kotlin files (ModelCheck, ImageMath, MaskMath): ./gradlew :app:testDebugUnitTest
+    testImplementation(libs.junit)
+
+    // Instrumented test (golden mask on the sample photo): ./gradlew :app:connectedDebugAndroidTest
+    androidTestImplementation(libs.junit)
+    androidTestImplementation(libs.androidx.test.core)
+    androidTestImplementation(libs.androidx.test.runner)
+    androidTestImplementation(libs.androidx.test.ext.junit)
 }

@@ -19,16 +19,28 @@ import org.json.JSONObject
  *
  *   {"app": "sam-edge-android", "app_version": "1.0",
  *    "device": {"model": "Pixel 8", "manufacturer": "Google", "os": "Android 14 (API 34)", "abi": "arm64-v8a"},
+ *    "model_name": "repvit_demo_student", "warmup": 10, "created": "2026-12-01T10:00:00Z",
+ *    "runtime_versions": {"executorch": "1.5.1", "litert": "2.3.0"},
  *    "results": [{"file": "encoder_fp32.pte", "role": "encoder", "format": "executorch",
  *                 "precision": "fp32", "compute_units": "cpu", "threads": 4,
  *                 "latency_ms": {"min", "p50", "p90", "mean", "std", "n"},
- *                 "load_s": 0.12, "peak_rss_mb": 180.2, "error": null}]}
+ *                 "load_s": 0.12, "peak_rss_mb": 180.2, "error": null, "inputs": "synthetic image"}]}
+ *
+ * Keys set to JSONObject.NULL are written as null; a model that fails gets "error" set and null
+ * timings. `sam-edge bench --ingest FILE` reads this file (benchmarks/devices/ingest.py;
+ * tests/test_bench_devices.py ingests a file of exactly this shape).
  *
  * Written to getExternalFilesDir(null) (`adb pull /sdcard/Android/data/com.samedge.demo/files/...`).
  * Start it with `adb shell am start -n com.samedge.demo/.MainActivity --ez benchmark true
  * --ei warmup 10 --ei runs 50 --ei threads 4`.
  */
 data class BenchmarkConfig(val warmup: Int = 10, val runs: Int = 50, val threads: Int = 4) {
+    init {
+        require(warmup >= 0) { "warmup $warmup: must be 0 or more" }
+        require(runs >= 1) { "runs $runs: must be 1 or more (latency statistics need a timed run)" }
+        require(threads >= 1) { "threads $threads: must be 1 or more" }
+    }
+
     companion object {
         fun fromIntent(intent: Intent) = BenchmarkConfig(
             warmup = intent.getIntExtra("warmup", 10),
@@ -58,12 +70,15 @@ object Benchmark {
                 .put("abi", Build.SUPPORTED_ABIS.firstOrNull() ?: JSONObject.NULL))
             .put("model_name", ModelConstants.MODEL_NAME)
             .put("warmup", config.warmup)
+            .put("runtime_versions", JSONObject(ModelFiles.bundledRuntimes as Map<*, *>))
             .put("created", iso(Date()))
             .put("results", results)
         val stamp = iso(Date()).replace(":", "-")
         val dir = context.getExternalFilesDir(null) ?: context.filesDir
         val out = File(dir, "sam-edge-android-bench-$stamp.json")
-        out.writeText(doc.toString(2))
+        val tmp = File(dir, out.name + ".part")
+        tmp.writeText(doc.toString(2))
+        check(tmp.renameTo(out)) { "could not write ${out.absolutePath}" }
         return out
     }
 
@@ -77,14 +92,15 @@ object Benchmark {
         val rec = JSONObject()
             .put("file", name).put("role", role).put("format", format).put("precision", precision)
             .put("compute_units", "cpu")
-            // LiteRT honours the thread count; the ExecuTorch Java API uses its default threadpool
-            .put("threads", if (format == "tflite") config.threads else JSONObject.NULL)
+            // both runtimes take the thread count (Interpreter.Options.setNumThreads, Module.load numThreads)
+            .put("threads", config.threads)
             .put("latency_ms", JSONObject.NULL).put("load_s", JSONObject.NULL)
             .put("peak_rss_mb", JSONObject.NULL).put("error", JSONObject.NULL)
             .put("inputs", if (role == "encoder") "synthetic image" else "1 foreground point + padding point, no mask")
         try {
+            val file = ModelFiles.prepare(context, name)  // checks and copy, not timed
             val t0 = System.nanoTime()
-            ModelFiles.openGraph(context, name, config.threads).use { graph ->
+            ModelFiles.open(file, config.threads).use { graph ->
                 rec.put("load_s", (System.nanoTime() - t0) / 1e9)
                 val feed = if (role == "encoder") encoderFeed() else decoderFeed()
                 repeat(config.warmup) { graph.run(feed) }

@@ -15,7 +15,6 @@ import android.view.View
 import android.widget.Button
 import android.widget.FrameLayout
 import android.widget.ImageView
-import android.widget.LinearLayout
 import android.widget.RadioButton
 import android.widget.RadioGroup
 import android.widget.TextView
@@ -31,16 +30,22 @@ import kotlin.math.max
 import kotlin.math.roundToInt
 
 /**
- * Pick a photo, tap = foreground point, long-press = background point; the selected mask is drawn
- * over the photo, and the three multimask outputs (with their predicted IoU) can be chosen.
+ * "Sample photo" (the bundled assets/sample.jpg) or "Photo…" (the system photo picker); tap = foreground
+ * point, long-press = background point; the selected mask is drawn over the photo, and the three
+ * multimask outputs (with their predicted IoU) can be chosen. Before anything is loaded, the models'
+ * sha256 and the runtime version are checked (ModelCheck); a failed check is shown on screen.
  *
  * Benchmark mode: `adb shell am start -n com.samedge.demo/.MainActivity --ez benchmark true
  * [--ei warmup 10 --ei runs 50 --ei threads 4]`; see Benchmark.kt.
+ *
+ * Not compiled on the machine this was written on (no Android SDK there): see the README.
  */
 class MainActivity : AppCompatActivity() {
     companion object {
-        /** Photos are downscaled to this longest side: the model sees 256 px anyway. */
+        /** Photos are downscaled to this longest side: the model sees IMAGE_SIZE px anyway. */
         const val MAX_PHOTO_SIDE = 1024
+        /** The bundled sample photo (copied in by `sam-edge app-bundle`, committed). */
+        const val SAMPLE_ASSET = "sample.jpg"
     }
 
     /** One thread owns every model call (ExecuTorch modules are not meant for concurrent use). */
@@ -55,26 +60,40 @@ class MainActivity : AppCompatActivity() {
     private lateinit var overlayView: ImageView
     private lateinit var maskGroup: RadioGroup
     private lateinit var status: TextView
+    private lateinit var errorView: TextView
 
     private val pickPhoto = registerForActivityResult(ActivityResultContracts.PickVisualMedia()) { uri ->
-        if (uri != null) loadPhoto(uri)
+        if (uri != null) loadPhoto { decodeUpright(ImageDecoder.createSource(contentResolver, uri)) }
     }
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
-        setContentView(buildLayout())
+        setContentView(R.layout.activity_main)
+        bindViews()
         if (intent.getBooleanExtra("benchmark", false)) {
-            runBenchmark(BenchmarkConfig.fromIntent(intent))
+            val config = try {
+                BenchmarkConfig.fromIntent(intent)
+            } catch (e: IllegalArgumentException) {
+                showError(getString(R.string.error_benchmark, e.message))
+                return
+            }
+            runBenchmark(config)
             return
         }
-        setStatus("Loading ${ModelConstants.ENCODER_FILE} + ${ModelConstants.DECODER_FILE} (${ModelConstants.FORMAT})...")
+        setStatus(getString(R.string.status_loading, ModelConstants.ENCODER_FILE, ModelConstants.DECODER_FILE,
+            ModelConstants.FORMAT, ModelConstants.PRECISION))
         lifecycleScope.launch {
             try {
                 val p = withContext(worker) { SamPredictor(this@MainActivity) }
                 predictor = p
-                setStatus("Models loaded (%.2f s + %.2f s). Pick a photo.".format(p.encoderLoadSeconds, p.decoderLoadSeconds))
+                setStatus(getString(R.string.status_loaded, p.encoderLoadSeconds, p.decoderLoadSeconds))
+            } catch (e: ModelCheckException) {
+                // wrong file, missing file or too old a runtime: the message names the file, expected and found
+                showError(getString(R.string.error_model_load, e.message))
+                setStatus(getString(R.string.status_models_not_loaded))
             } catch (e: Throwable) {
-                setStatus("Could not load the models: ${e.message} (copy them into app/src/main/assets, see README)")
+                showError(getString(R.string.error_model_load, "${e.javaClass.simpleName}: ${e.message}"))
+                setStatus(getString(R.string.status_models_not_loaded))
             }
         }
     }
@@ -86,50 +105,42 @@ class MainActivity : AppCompatActivity() {
     }
 
     @SuppressLint("ClickableViewAccessibility")
-    private fun buildLayout(): View {
-        val root = LinearLayout(this).apply { orientation = LinearLayout.VERTICAL; setPadding(16, 16, 16, 16) }
-        val bar = LinearLayout(this).apply { orientation = LinearLayout.HORIZONTAL }
-        bar.addView(Button(this).apply {
-            text = "Photo"
-            setOnClickListener {
-                pickPhoto.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly))
-            }
-        })
-        bar.addView(Button(this).apply { text = "Undo"; setOnClickListener { undo() } })
-        bar.addView(Button(this).apply { text = "Benchmark"; setOnClickListener { runBenchmark(BenchmarkConfig()) } })
-        root.addView(bar)
-
-        val frame = FrameLayout(this)
-        imageView = ImageView(this).apply { scaleType = ImageView.ScaleType.FIT_CENTER; adjustViewBounds = false }
-        overlayView = ImageView(this).apply { scaleType = ImageView.ScaleType.FIT_CENTER }
-        frame.addView(imageView, FrameLayout.LayoutParams(-1, -1))
-        frame.addView(overlayView, FrameLayout.LayoutParams(-1, -1))
-        root.addView(frame, LinearLayout.LayoutParams(-1, 0, 1f))
+    private fun bindViews() {
+        imageView = findViewById(R.id.photo)
+        overlayView = findViewById(R.id.overlay)
+        maskGroup = findViewById(R.id.mask_choices)
+        status = findViewById(R.id.status)
+        errorView = findViewById(R.id.error)
+        findViewById<Button>(R.id.button_sample).setOnClickListener {
+            loadPhoto { decodeUpright(ImageDecoder.createSource(assets, SAMPLE_ASSET)) }
+        }
+        findViewById<Button>(R.id.button_photo).setOnClickListener {
+            pickPhoto.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly))
+        }
+        findViewById<Button>(R.id.button_undo).setOnClickListener { undo() }
+        findViewById<Button>(R.id.button_benchmark).setOnClickListener { runBenchmark(BenchmarkConfig()) }
 
         val detector = GestureDetector(this, object : GestureDetector.SimpleOnGestureListener() {
             override fun onDown(e: MotionEvent) = true
             override fun onSingleTapUp(e: MotionEvent): Boolean { addPoint(e.x, e.y, foreground = true); return true }
             override fun onLongPress(e: MotionEvent) { addPoint(e.x, e.y, foreground = false) }
         })
-        frame.setOnTouchListener { _, event -> detector.onTouchEvent(event) }
-
-        maskGroup = RadioGroup(this).apply {
-            orientation = LinearLayout.HORIZONTAL
-            setOnCheckedChangeListener { _, id -> if (id > 0) showMask(id - 1) }
-        }
-        root.addView(maskGroup)
-        status = TextView(this)
-        root.addView(status)
-        return root
+        findViewById<FrameLayout>(R.id.photo_frame).setOnTouchListener { _, event -> detector.onTouchEvent(event) }
+        maskGroup.setOnCheckedChangeListener { _, id -> if (id > 0) showMask(id - 1) }
     }
 
     private fun setStatus(text: String) = runOnUiThread { status.text = text }
 
-    private fun loadPhoto(uri: Uri) {
-        val p = predictor ?: return setStatus("Models not loaded")
+    private fun showError(text: String) = runOnUiThread {
+        errorView.text = text
+        errorView.visibility = View.VISIBLE
+    }
+
+    private fun loadPhoto(decode: () -> Bitmap) {
+        val p = predictor ?: return setStatus(getString(R.string.status_models_not_loaded))
         lifecycleScope.launch {
             try {
-                val bitmap = withContext(worker) { decodeUpright(uri) }
+                val bitmap = withContext(worker) { decode() }
                 photo = bitmap
                 points.clear()
                 masks = emptyList()
@@ -143,24 +154,22 @@ class MainActivity : AppCompatActivity() {
                     (System.nanoTime() - t0) / 1e6
                 }
                 imageReady = true
-                setStatus("Encoder %.0f ms. Tap: foreground point, long-press: background point.".format(ms))
+                setStatus(getString(R.string.status_encoder_done, ms))
             } catch (e: Throwable) {
-                setStatus("Encoder failed: ${e.message}")
+                setStatus(getString(R.string.error_photo, "${e.javaClass.simpleName}: ${e.message}"))
             }
         }
     }
 
     /** ImageDecoder applies the EXIF orientation; software ARGB_8888 so getPixels works. */
-    private fun decodeUpright(uri: Uri): Bitmap {
-        val source = ImageDecoder.createSource(contentResolver, uri)
-        return ImageDecoder.decodeBitmap(source) { decoder, info, _ ->
+    private fun decodeUpright(source: ImageDecoder.Source): Bitmap =
+        ImageDecoder.decodeBitmap(source) { decoder, info, _ ->
             decoder.allocator = ImageDecoder.ALLOCATOR_SOFTWARE
             val w = info.size.width
             val h = info.size.height
             val scale = minOf(1f, MAX_PHOTO_SIDE.toFloat() / max(w, h))
             if (scale < 1f) decoder.setTargetSize((w * scale).roundToInt(), (h * scale).roundToInt())
         }.copy(Bitmap.Config.ARGB_8888, false)
-    }
 
     /** View coordinates -> bitmap pixels through the inverse of FIT_CENTER's image matrix. */
     private fun addPoint(viewX: Float, viewY: Float, foreground: Boolean) {
@@ -204,16 +213,16 @@ class MainActivity : AppCompatActivity() {
                 result.forEachIndexed { i, m ->
                     maskGroup.addView(RadioButton(this@MainActivity).apply {
                         id = i + 1  // RadioGroup ids: mask index + 1
-                        text = "Mask %d  IoU %.2f".format(i + 1, m.iou)
+                        text = getString(R.string.mask_choice, i + 1, m.iou)
                     })
                 }
                 val best = result.indices.maxByOrNull { result[it].iou } ?: 0
                 maskGroup.check(best + 1)
                 showMask(best)
                 maskGroup.setOnCheckedChangeListener { _, id -> if (id > 0) showMask(id - 1) }
-                setStatus("Decoder + upscaling %.0f ms, %d point(s).".format(ms, prompt.size))
+                setStatus(getString(R.string.status_decoder_done, ms, prompt.size))
             } catch (e: Throwable) {
-                setStatus("Decoder failed: ${e.message}")
+                setStatus(getString(R.string.error_decoder, e.message))
             }
         }
     }
@@ -236,14 +245,13 @@ class MainActivity : AppCompatActivity() {
     }
 
     private fun runBenchmark(config: BenchmarkConfig) {
-        setStatus("Benchmark running (${config.warmup} warm-up + ${config.runs} timed runs per model)...")
+        setStatus(getString(R.string.status_benchmark_running, config.warmup, config.runs))
         lifecycleScope.launch {
             try {
                 val file = withContext(worker) { Benchmark.run(this@MainActivity, config) { setStatus(it) } }
-                setStatus("Benchmark written: ${file.absolutePath}\n" +
-                    "adb pull ${file.absolutePath}")
+                setStatus(getString(R.string.status_benchmark_written, file.absolutePath))
             } catch (e: Throwable) {
-                setStatus("Benchmark failed: ${e.message}")
+                setStatus(getString(R.string.error_benchmark, e.message))
             }
         }
     }

@@ -4,6 +4,7 @@ import android.content.Context
 import android.graphics.Bitmap
 import android.graphics.RectF
 import java.io.File
+import java.io.FileNotFoundException
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
 import org.pytorch.executorch.EValue
@@ -24,13 +25,21 @@ interface SamGraph : AutoCloseable {
     fun run(inputs: List<Pair<FloatArray, LongArray>>): List<FloatArray>
 }
 
-/** ExecuTorch .pte (XNNPACK delegate) through the Java Module API. */
-class ExecuTorchGraph(path: File) : SamGraph {
-    private val module: Module = Module.load(path.absolutePath)
+/**
+ * ExecuTorch .pte (XNNPACK delegate) through the Module API of org.pytorch:executorch-android
+ * (1.x: `loadMethod` throws ExecutorchRuntimeException instead of returning an error code;
+ * [threads] sizes the threadpool, 0 = the runtime's default).
+ */
+class ExecuTorchGraph(path: File, threads: Int) : SamGraph {
+    private val module: Module = Module.load(path.absolutePath, Module.LOAD_MODE_FILE, threads)
 
     init {
-        val err = module.loadMethod("forward")
-        check(err == 0) { "${path.name}: loading method 'forward' failed (ExecuTorch error 0x${err.toString(16)})" }
+        try {
+            module.loadMethod("forward")
+        } catch (e: RuntimeException) {
+            module.destroy()
+            throw IllegalStateException("${path.name}: loading method 'forward' failed: ${e.message}", e)
+        }
     }
 
     override fun run(inputs: List<Pair<FloatArray, LongArray>>): List<FloatArray> {
@@ -117,29 +126,75 @@ class LiteRtGraph(path: File, threads: Int) : SamGraph {
 }
 
 object ModelFiles {
-    /** ExecuTorch loads from a path: copy the asset to files/ once (re-copied when the size changes). */
+    /** The runtime versions this APK bundles (BuildConfig fields written from gradle/libs.versions.toml). */
+    val bundledRuntimes: Map<String, String> = mapOf(
+        "executorch" to BuildConfig.EXECUTORCH_VERSION,
+        "litert" to BuildConfig.LITERT_VERSION,
+    )
+
+    /** The sha256 ModelConstants.kt records for [name]; null for other bundled models (benchmark mode). */
+    fun expectedSha256(name: String): String? = when (name) {
+        ModelConstants.ENCODER_FILE -> ModelConstants.ENCODER_SHA256
+        ModelConstants.DECODER_FILE -> ModelConstants.DECODER_SHA256
+        else -> null
+    }
+
+    /**
+     * The checks before a model is loaded: a file of ModelConstants.RUNTIME's kind needs that runtime
+     * at MIN_RUNTIME_VERSION or newer. Throws [ModelCheckException] with the on-screen message.
+     */
+    fun checkRuntime(name: String) {
+        val runtime = ModelCheck.runtimeOf(name)
+        if (runtime != null && runtime != ModelConstants.RUNTIME && expectedSha256(name) == null) return
+        ModelCheck.runtimeProblem(name, ModelConstants.RUNTIME, ModelConstants.MIN_RUNTIME_VERSION,
+            ModelConstants.RUNTIME, ModelConstants.EXPORTER_VERSION, bundledRuntimes)
+            ?.let { throw ModelCheckException(it) }
+    }
+
+    /**
+     * ExecuTorch loads from a path: the asset is copied to files/ (through a temporary file, renamed
+     * when complete). A model named in ModelConstants must have the sha256 recorded there, checked on
+     * the copy in files/ at every load and on the asset when it is (re)copied; other bundled models
+     * (benchmark mode) are copied afresh each time.
+     */
     fun file(context: Context, name: String): File {
         val out = File(context.filesDir, name)
-        val assetSize = context.assets.openFd(name).use { it.length }
-        if (!out.exists() || out.length() != assetSize) {
-            context.assets.open(name).use { input -> out.outputStream().use { input.copyTo(it) } }
+        val expected = expectedSha256(name)
+        if (expected != null && out.isFile && ModelCheck.sha256Hex(out).equals(expected, ignoreCase = true)) return out
+        val tmp = File(context.filesDir, "$name.part")
+        val found = try {
+            context.assets.open(name).use { input -> tmp.outputStream().use { ModelCheck.sha256Hex(input, it) } }
+        } catch (e: FileNotFoundException) {
+            tmp.delete()
+            throw ModelCheckException(ModelCheck.missingAsset(name))
         }
+        if (expected != null) {
+            ModelCheck.sha256Problem(name, expected, found)?.let {
+                tmp.delete()
+                throw ModelCheckException(it)
+            }
+        }
+        check(tmp.renameTo(out)) { "$name: could not move the copied model to ${out.absolutePath}" }
         return out
     }
 
-    fun openGraph(context: Context, name: String, threads: Int = 4): SamGraph {
-        val f = file(context, name)
-        return when {
-            name.endsWith(".pte") -> ExecuTorchGraph(f)
-            name.endsWith(".tflite") -> LiteRtGraph(f, threads)
-            else -> error("$name: neither .pte (ExecuTorch) nor .tflite (LiteRT)")
-        }
+    /** Checked and copied: the file to hand to [open] (whose time is the model's load time). */
+    fun prepare(context: Context, name: String): File {
+        checkRuntime(name)
+        return file(context, name)
+    }
+
+    /** Load a prepared model file with the runtime its extension names. */
+    fun open(file: File, threads: Int = 4): SamGraph = when (ModelCheck.runtimeOf(file.name)) {
+        "executorch" -> ExecuTorchGraph(file, threads)
+        "litert" -> LiteRtGraph(file, threads)
+        else -> throw ModelCheckException("${file.name}: neither .pte (ExecuTorch) nor .tflite (LiteRT)")
     }
 
     /** encoder_* / decoder_* model files bundled in assets. */
     fun bundled(context: Context): List<String> =
         (context.assets.list("") ?: emptyArray()).filter {
-            (it.startsWith("encoder_") || it.startsWith("decoder_")) && (it.endsWith(".pte") || it.endsWith(".tflite"))
+            (it.startsWith("encoder_") || it.startsWith("decoder_")) && ModelCheck.runtimeOf(it) != null
         }.sorted()
 }
 
@@ -159,38 +214,38 @@ class SamPredictor(context: Context, threads: Int = 4) : AutoCloseable {
     private var inputWidth = 0
 
     init {
+        // Refuse before loading anything: a runtime older than the exporter, or a bundled file that is
+        // not the one ModelConstants.kt was generated for (ModelCheckException, shown on screen).
+        ModelFiles.checkRuntime(ModelConstants.ENCODER_FILE)
+        ModelFiles.checkRuntime(ModelConstants.DECODER_FILE)
+        val encoderFile = ModelFiles.prepare(context, ModelConstants.ENCODER_FILE)
+        val decoderFile = ModelFiles.prepare(context, ModelConstants.DECODER_FILE)
         var t0 = System.nanoTime()
-        encoder = ModelFiles.openGraph(context, ModelConstants.ENCODER_FILE, threads)
+        encoder = ModelFiles.open(encoderFile, threads)
         encoderLoadSeconds = (System.nanoTime() - t0) / 1e9
         t0 = System.nanoTime()
-        decoder = ModelFiles.openGraph(context, ModelConstants.DECODER_FILE, threads)
+        decoder = try {
+            ModelFiles.open(decoderFile, threads)
+        } catch (e: Throwable) {
+            encoder.close()
+            throw e
+        }
         decoderLoadSeconds = (System.nanoTime() - t0) / 1e9
     }
 
-    /** Bitmap -> encoder input 1 x 3 x S x S: ResizeLongestSide (bilinear), then raw 0..255 RGB
-     * padded bottom-right with the pixel mean (NORMALIZE_INSIDE) or normalised + zero-padded. */
+    /** Bitmap -> encoder input 1 x 3 x S x S: ResizeLongestSide with PIL's bilinear arithmetic, then raw
+     * 0..255 RGB padded bottom-right with the pixel mean (NORMALIZE_INSIDE) or normalised + zero-padded
+     * (ImageMath.encoderInput, the twin of sam_edge.runtime.predictor.encoder_input). */
     fun preprocess(bitmap: Bitmap): FloatArray {
-        val s = ModelConstants.IMAGE_SIZE
-        val (h, w) = MaskMath.preprocessShape(bitmap.height, bitmap.width, s)
-        val resized = Bitmap.createScaledBitmap(bitmap, w, h, true)
+        val w = bitmap.width
+        val h = bitmap.height
         val pixels = IntArray(w * h)
-        resized.getPixels(pixels, 0, w, 0, 0, w, h)
-        val mean = ModelConstants.PIXEL_MEAN
-        val std = ModelConstants.PIXEL_STD
-        val out = FloatArray(3 * s * s)
-        for (c in 0 until 3) {
-            val pad = if (ModelConstants.NORMALIZE_INSIDE) mean[c] else 0f
-            val shift = 16 - 8 * c // ARGB: R at bits 16..23, G 8..15, B 0..7
-            for (y in 0 until s) for (x in 0 until s) {
-                out[c * s * s + y * s + x] = if (y < h && x < w) {
-                    val raw = ((pixels[y * w + x] shr shift) and 0xFF).toFloat()
-                    if (ModelConstants.NORMALIZE_INSIDE) raw else (raw - mean[c]) / std[c]
-                } else pad
-            }
-        }
-        inputHeight = h
-        inputWidth = w
-        return out
+        bitmap.getPixels(pixels, 0, w, 0, 0, w, h)
+        val x = ImageMath.encoderInput(pixels, w, h, ModelConstants.IMAGE_SIZE, ModelConstants.PIXEL_MEAN,
+            ModelConstants.PIXEL_STD, ModelConstants.NORMALIZE_INSIDE)
+        inputHeight = x.height
+        inputWidth = x.width
+        return x.data
     }
 
     fun setImage(bitmap: Bitmap) {
@@ -249,10 +304,19 @@ class SamPredictor(context: Context, threads: Int = 4) : AutoCloseable {
 
     /** Masks at the original size: the multimask outputs (multimask) or the single-mask output. */
     fun predict(points: List<PointPrompt>, box: RectF? = null, multimask: Boolean = true): List<MaskResult> {
-        val (coords, labels) = pointInputs(points, box)
-        val (lowRes, iou) = decode(coords, labels)
         val useMulti = (multimask && ModelConstants.MULTIMASK_INDICES.isNotEmpty()) || ModelConstants.SINGLE_MASK_INDEX < 0
         val indices = if (useMulti) ModelConstants.MULTIMASK_INDICES.toList() else listOf(ModelConstants.SINGLE_MASK_INDEX)
+        return predictOutputs(points, box, indices)
+    }
+
+    /** The masks at positions [indices] of low_res_masks (0 until NUM_MASK_OUTPUTS), upscaled to the
+     * original size (sam_edge.runtime.predictor.upscale_low_res). */
+    fun predictOutputs(points: List<PointPrompt>, box: RectF?, indices: List<Int>): List<MaskResult> {
+        for (k in indices) require(k in 0 until ModelConstants.NUM_MASK_OUTPUTS) {
+            "mask index $k: low_res_masks has ${ModelConstants.NUM_MASK_OUTPUTS} outputs"
+        }
+        val (coords, labels) = pointInputs(points, box)
+        val (lowRes, iou) = decode(coords, labels)
         return indices.map { k ->
             val logits = MaskMath.postprocess(lowRes, k, ModelConstants.MASK_INPUT_SIZE, ModelConstants.IMAGE_SIZE,
                 inputHeight, inputWidth, originalHeight, originalWidth)

@@ -1,0 +1,2 @@
+package android.graphics;
+public class Matrix { public Matrix() {} public boolean invert(Matrix inverse) { return false; } public void mapPoints(float[] pts) {} }

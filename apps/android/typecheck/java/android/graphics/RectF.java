@@ -1,0 +1,2 @@
+package android.graphics;
+public class RectF { public float left, top, right, bottom; }

@@ -1,0 +1,2 @@
+package android.widget;
+public abstract class CompoundButton extends Button { public CompoundButton(android.content.Context c) { super(c); } }

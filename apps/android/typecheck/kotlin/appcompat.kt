@@ -1,0 +1,2 @@
+package androidx.appcompat.app
+open class AppCompatActivity : androidx.activity.ComponentActivity()
