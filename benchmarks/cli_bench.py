@@ -12,7 +12,7 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts", nargs="+", help="export directories (sam-edge export --out)")
     parser.add_argument("--ingest", metavar="FILE",
-                        help="instead of running: convert an iOS app benchmark JSON or an Xcode Core ML report "
+                        help="instead of running: convert an iOS / Android app benchmark JSON or an Xcode Core ML report "
                              "summary (CSV/JSON) into a results file for `sam-edge report`")
     parser.add_argument("--remote-python", default="python3", help="ssh://: python on the remote box (default python3)")
     parser.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
