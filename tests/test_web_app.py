@@ -257,8 +257,12 @@ def test_make_web_recipe():
         pytest.skip("make is not installed")
 
     def dry(*args):
-        proc = subprocess.run(["make", "-n", "web", "VENV=.venv-dry-run", "-o", ".venv-dry-run/.installed", *args],
-                              cwd=REPO, capture_output=True, text=True, timeout=60)
+        # under `make test` (CI) the outer make's MAKELEVEL / MAKEFLAGS would make this one print
+        # "Entering directory" lines: run it as a top-level make
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+        proc = subprocess.run(["make", "--no-print-directory", "-n", "web", "VENV=.venv-dry-run", "-o",
+                               ".venv-dry-run/.installed", *args],
+                              cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 
