@@ -155,7 +155,7 @@ def bundle(export_dir: str | Path, apps: str | Path = ac.APPS_DIR, ios: str = "c
         write_bytes_atomic(paths[key], SAMPLE_PHOTO.read_bytes())
     res = ac.generate(export_dir, paths["swift"], paths["kotlin"], ios_fmt, and_fmt,
                       ios_precision=ios_prec or ac.DEFAULT_IOS[1], android_precision=and_prec,
-                      manifest_copy=paths["manifest_copy"])
+                      manifest_copy=paths["manifest_copy"], manifest=manifest)
     done["constants"] = [str(paths["swift"]), str(paths["kotlin"]), str(paths["manifest_copy"])]
     if with_golden:
         info, mask = golden(export_dir, manifest, and_fmt, res["android"]["precision"])

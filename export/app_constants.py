@@ -438,6 +438,7 @@ def generate(
     ios_precision: Optional[str] = DEFAULT_IOS[1],
     android_precision: Optional[str] = DEFAULT_ANDROID[1],
     manifest_copy: Optional[str | Path] = None,
+    manifest: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """Write ``ModelConstants.swift`` (``ios_format`` / ``ios_precision``) and ``ModelConstants.kt``
     (``android_format`` / ``android_precision``) from ``export_dir`` (an export directory, hashes
@@ -445,8 +446,10 @@ def generate(
     ``coreml`` resp. ``executorch`` / ``tflite``). A precision of None picks fp32 if present, else
     the first one listed; a precision without a decoder of its own uses the fp32 decoder. An output
     path of None skips that file. ``manifest_copy``: also write the trimmed manifest there.
+    ``manifest``: ``export_dir``'s manifest already loaded (and checked) by the caller.
     Returns ``{"ios": constants, "android": constants, "swift": text, "kotlin": text}``."""
-    manifest = read_manifest(export_dir)
+    if manifest is None:
+        manifest = read_manifest(export_dir)
     ios = app_constants(manifest, ios_format, ios_precision)
     android = app_constants(manifest, android_format, android_precision)
     swift, kotlin = render_swift(ios), render_kotlin(android)

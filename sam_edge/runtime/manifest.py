@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +181,6 @@ def runtime_requirement(entry: dict[str, Any]) -> dict[str, Any]:
         spec = (entry.get("verification") or {}).get("spec_check") or {}
         target = spec.get("deployment_target") if isinstance(spec, dict) else None
         if not target:  # the exporter string names it: "... mlprogram, iOS17)"
-            import re
-
             m = re.search(r"iOS(\d+)", str(entry.get("exporter") or ""))
             target = f"iOS{m.group(1)}" if m else None
         num = target[3:] if target and target.startswith("iOS") else None
@@ -200,8 +199,6 @@ def runtime_requirement(entry: dict[str, Any]) -> dict[str, Any]:
 def version_tuple(v: str) -> tuple[int, ...]:
     """``"1.5.1"`` -> (1, 5, 1); a pre-release / local suffix ends the number (``"2.13.0+cpu"`` ->
     (2, 13, 0)). Raises ValueError on a version without a leading number."""
-    import re
-
     m = re.match(r"\d+(?:\.\d+)*", str(v).strip())
     if not m:
         raise ValueError(f"not a version number: {v!r}")
