@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sam_edge.utils.timing import timed
+
 DEFAULT_MODELS = ["sam_vit_b", "mobilesam_tinyvit", "sam_test_tiny", "mobilesam_test_tiny"]
 BASELINE = "sam_vit_b"
 
@@ -38,18 +40,6 @@ def gemm_peak_gflops(n: int = 2048, seconds: float = 3.0) -> float:
         torch.mm(a, b)
         best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
-
-
-def timed(fn, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def encoder_gflop(model, size: int) -> float:

@@ -67,7 +67,7 @@ def _prompt(n_points: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 def decoder_gflop(model, n_points: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from export.wrappers import DecoderWrapper
+    from sam_edge.export.wrappers import DecoderWrapper
 
     w = DecoderWrapper(model).eval()
     c, l = _prompt(n_points, model.image_size)
@@ -82,7 +82,7 @@ def decoder_gflop(model, n_points: int) -> float:
 def export_decoders(out: Path, mode: str, formats: list[str]) -> Path:
     from skimage import data
 
-    from export.api import export_model
+    from sam_edge.export.api import export_model
     from sam_edge.runtime import load_manifest
 
     d = out / mode
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
 
     from skimage import data
 
-    from export.wrappers import DecoderWrapper
+    from sam_edge.export.wrappers import DecoderWrapper
     from sam_edge.runtime import load_predictor
 
     dirs = {mode: export_decoders(out, mode, args.formats) for mode in MODES}

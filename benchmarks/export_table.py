@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core_latency import gemm_peak_gflops, timed
+from benchmarks.core_latency import gemm_peak_gflops, timed
 
 TARGET_ENCODER_S = 0.30
 TARGET_DECODER_MS = 20.0
@@ -79,7 +79,7 @@ def measure(export_dir: Path, repeats: int, num_points: int, threads: int, forma
     with torch.no_grad():
         emb = model.image_encoder(xt).numpy()
         eager_enc = timed(lambda: model.image_encoder(xt), repeats, warmup=2)
-        from export.wrappers import DecoderWrapper  # noqa: PLC0415 (benchmarks may import export)
+        from sam_edge.export.wrappers import DecoderWrapper  # noqa: PLC0415 (benchmarks may import export)
 
         dec = DecoderWrapper(model, mask_outputs=man["mask_outputs"]).eval()
         feed = decoder_feed(man, emb, num_points)

@@ -22,8 +22,8 @@ else
     NDATA=256
 fi
 DATA="$OUT_DIR/data"
-python -c "from distill.synth import generate_dataset; generate_dataset('$DATA', num_images=$NDATA, image_size=256, seed=0, workers=8)" \
-    >"$OUT_DIR/data.log" 2>&1 || python -c "from distill.synth import generate_dataset; generate_dataset('$DATA', num_images=$NDATA, image_size=256, seed=0)"
+python -c "from sam_edge.data.synth import generate_dataset; generate_dataset('$DATA', num_images=$NDATA, image_size=256, seed=0, workers=8)" \
+    >"$OUT_DIR/data.log" 2>&1 || python -c "from sam_edge.data.synth import generate_dataset; generate_dataset('$DATA', num_images=$NDATA, image_size=256, seed=0)"
 git rev-parse --verify -q "$BEFORE^{commit}" >/dev/null || BEFORE=""
 {
     python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"

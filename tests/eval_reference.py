@@ -9,13 +9,13 @@ from typing import Any, Optional
 
 import torch
 
-from distill.data import SA1BDataset, SkipReport
-from distill.data.sa1b import SampleError
-from distill.distill import (PROMPT_KINDS, _amp_dtype, _autocast, _compare, _gt_frame, _id_seed, _image_rel_id,
+from sam_edge.data import SA1BDataset, SkipReport
+from sam_edge.data.sa1b import SampleError
+from sam_edge.distillation.stages import (PROMPT_KINDS, _amp_dtype, _autocast, _compare, _gt_frame, _id_seed, _image_rel_id,
                              _load_sa1b_sample, _make_prompts, _metric_order, _mix, _predict)
-from distill.losses import mask_iou
-from distill.pretrain import AREA_BUCKETS, collate, decode, encode, interactive_rollout, prepare_item
-from distill.prompts import center_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
+from sam_edge.training.losses import mask_iou
+from sam_edge.training.pretrain import AREA_BUCKETS, collate, decode, encode, interactive_rollout, prepare_item
+from sam_edge.data.prompts import center_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
 from sam_edge.modeling.sam import Sam
 
 

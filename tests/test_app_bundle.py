@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import app_bundle as ab
-from export import app_constants as ac
+from sam_edge.export import app_bundle as ab
+from sam_edge.export import app_constants as ac
 from sam_edge.runtime.manifest import ManifestError, runtime_requirement, sha256_file, version_at_least
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ def test_golden_is_the_runtimes_best_multimask_prediction(tmp_path):
     pytest.importorskip("onnxruntime")
     import torch
 
-    from export.onnx_export import export_onnx
+    from sam_edge.export.onnx_export import export_onnx
     from sam_edge import create_model
     from sam_edge.image import load_image
     from sam_edge.runtime.manifest import load_manifest

@@ -1,4 +1,4 @@
-"""export.app_constants: the mobile apps' generated ModelConstants.swift / .kt.
+"""sam_edge.export.app_constants: the mobile apps' generated ModelConstants.swift / .kt.
 
 * generated from a tiny real ONNX export, the Swift and Kotlin text is parsed back and every
   input / output name and shape is checked against the manifest and against the ONNX graphs;
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from export import app_constants as ac
+from sam_edge.export import app_constants as ac
 from sam_edge.runtime.manifest import ManifestError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def _onnx_tensors(values) -> list:
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from export.onnx_export import export_onnx
+    from sam_edge.export.onnx_export import export_onnx
     from sam_edge import create_model
 
     torch.manual_seed(0)
@@ -183,8 +183,8 @@ def test_committed_files_are_generated_from_committed_manifest(tmp_path):
     res = ac.generate(source, None, None, sel["ios"]["format"], sel["android"]["format"],
                       ios_precision=sel["ios"]["precision"], android_precision=sel["android"]["precision"],
                       manifest_copy=copy_path)
-    assert ac.DEFAULT_SWIFT.read_text() == res["swift"], "regenerate: python -m export.app_constants --artifacts ..."
-    assert ac.DEFAULT_KOTLIN.read_text() == res["kotlin"], "regenerate: python -m export.app_constants --artifacts ..."
+    assert ac.DEFAULT_SWIFT.read_text() == res["swift"], "regenerate: python -m sam_edge.export.app_constants --artifacts ..."
+    assert ac.DEFAULT_KOTLIN.read_text() == res["kotlin"], "regenerate: python -m sam_edge.export.app_constants --artifacts ..."
     assert json.loads(copy_path.read_text()) == manifest
     # what the apps are built for
     assert (sel["ios"]["format"], sel["android"]["format"]) == ("coreml", "executorch")
@@ -260,7 +260,7 @@ def _swift_record_keys() -> set[str]:
 
 
 def test_ios_benchmark_json_is_ingested(tmp_path):
-    from benchmarks.devices.ingest import ingest
+    from sam_edge.bench.devices.ingest import ingest
 
     keys = _swift_record_keys()
     assert {"file", "role", "format", "precision", "compute_units", "latency_ms", "load_s", "peak_rss_mb",
@@ -286,9 +286,9 @@ def test_ios_benchmark_json_is_ingested(tmp_path):
 
 
 def test_latency_stat_definitions_match_host():
-    """MaskMath.latencyStats (Swift / Kotlin) implements benchmarks.devices.latency_stats; check
+    """MaskMath.latencyStats (Swift / Kotlin) implements sam_edge.bench.devices.latency_stats; check
     the definitions the ports copy: p90 nearest rank with round-half-to-even, population std."""
-    from benchmarks.devices import latency_stats
+    from sam_edge.bench.devices import latency_stats
 
     s = latency_stats([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     assert s["p50"] == 3.5 and s["p90"] == 5.0  # index round(4.5) = 4 (half to even)

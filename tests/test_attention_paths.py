@@ -53,7 +53,7 @@ def test_auto_picks_the_cheaper_path():
 
 
 def _decoder_flops_and_output(model, mode: str, num_points: int):
-    from export.wrappers import DecoderWrapper
+    from sam_edge.export.wrappers import DecoderWrapper
 
     for m in model.modules():
         if isinstance(m, Attention):

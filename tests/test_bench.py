@@ -21,8 +21,8 @@ from sam_edge.cli import main  # noqa: E402
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from distill.synth import generate_dataset
-    from export.onnx_export import export_onnx
+    from sam_edge.data.synth import generate_dataset
+    from sam_edge.export.onnx_export import export_onnx
 
     root = tmp_path_factory.mktemp("bench")
     generate_dataset(root / "data", num_images=3, image_size=128, seed=3)
@@ -70,8 +70,8 @@ def test_bench_and_report(setup, tmp_path):
 
 
 def test_interrupted_runner_keeps_finished_pipelines(setup, tmp_path):
-    from benchmarks.harness import encoder_inputs
-    from benchmarks.runner import write_inputs
+    from sam_edge.bench.harness import encoder_inputs
+    from sam_edge.bench.runner import write_inputs
     from sam_edge.runtime import load_manifest
 
     root, _ = setup
@@ -79,7 +79,7 @@ def test_interrupted_runner_keeps_finished_pipelines(setup, tmp_path):
     x = encoder_inputs(man, [np.full((100, 120, 3), 90, np.uint8)])
     inputs = write_inputs(tmp_path / "in.npz", x, [0], [(np.array([[10.0, 20.0], [0, 0]]), np.array([1.0, -1.0]))])
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "benchmarks.runner", "--artifacts", str(root / "exp"), "--inputs", str(inputs),
+    cmd = [sys.executable, "-m", "sam_edge.bench.runner", "--artifacts", str(root / "exp"), "--inputs", str(inputs),
            "--out", str(out), "--runs", "200", "--warmup", "1", "--threads", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120

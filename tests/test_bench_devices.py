@@ -1,4 +1,4 @@
-"""benchmarks.devices: ssh against a real sshd on 127.0.0.1, adb against recorded transcripts,
+"""sam_edge.bench.devices: ssh against a real sshd on 127.0.0.1, adb against recorded transcripts,
 ingest of iOS results."""
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.devices import DeviceError, latency_stats, parse_artifact_name
-from benchmarks.devices.adb import parse_benchmark_model, parse_executor_runner, run_adb
-from benchmarks.devices.ingest import IngestError, ingest
-from benchmarks.devices.ssh import parse_ssh_spec, run_ssh
+from sam_edge.bench.devices import DeviceError, latency_stats, parse_artifact_name
+from sam_edge.bench.devices.adb import parse_benchmark_model, parse_executor_runner, run_adb
+from sam_edge.bench.devices.ingest import IngestError, ingest
+from sam_edge.bench.devices.ssh import parse_ssh_spec, run_ssh
 
 DATA = Path(__file__).parent / "data" / "bench"
 SERIAL = "R5CT21ABCDE"
@@ -120,7 +120,7 @@ def sshd():
 def tiny_export(tmp_path_factory):
     pytest.importorskip("onnxruntime")
     import sam_edge
-    from export.onnx_export import export_onnx
+    from sam_edge.export.onnx_export import export_onnx
 
     d = tmp_path_factory.mktemp("export")
     import torch
@@ -128,7 +128,7 @@ def tiny_export(tmp_path_factory):
     torch.manual_seed(0)
     manifest = export_onnx(sam_edge.create_model("sam_test_tiny"), d, ["fp32"])
     s = manifest["image_size"]
-    from benchmarks.runner import write_inputs
+    from sam_edge.bench.runner import write_inputs
 
     rng = np.random.default_rng(0)
     inputs = write_inputs(d.parent / "inputs.npz", rng.uniform(0, 255, (1, 1, 3, s, s)).astype(np.float32), [0, 0],
@@ -416,7 +416,7 @@ def test_ssh_runner_failure_reports_remote_stderr(sshd, tiny_export, tmp_path):
     bad = tmp_path / "inputs.npz"
     bad.write_bytes(b"not an npz")
     before = _remote_dirs()
-    with pytest.raises(DeviceError, match=r"benchmarks\.runner failed on .*127\.0\.0\.1.*\(exit \d+\):\n(.|\n)*Error") as ei:
+    with pytest.raises(DeviceError, match=r"sam_edge\.bench\.runner failed on .*127\.0\.0\.1.*\(exit \d+\):\n(.|\n)*Error") as ei:
         run_ssh(sshd["spec"], export_dir, bad, tmp_path / "out", runs=1, warmup=0, remote_python=sys.executable,
                 ssh_options=sshd["opts"], timeout=120, connect_timeout=5)
     assert _remote_dirs() == before
@@ -425,7 +425,7 @@ def test_ssh_runner_failure_reports_remote_stderr(sshd, tiny_export, tmp_path):
 
 def test_cli_bench_over_ssh_then_report(sshd, tiny_export, tmp_path):
     """`sam-edge bench --device ssh://...` end to end: masks come back and are scored here."""
-    from distill.synth import generate_dataset
+    from sam_edge.data.synth import generate_dataset
     from sam_edge.cli import main
 
     export_dir, _ = tiny_export

@@ -21,10 +21,10 @@ import pytest
 import torch
 from PIL import Image
 
-from distill.cache import (CacheCorruptError, CacheMismatchError, TeacherCache, cache_teacher,
+from sam_edge.distillation.cache import (CacheCorruptError, CacheMismatchError, TeacherCache, cache_teacher,
                            embedding_nbytes)
-from distill.data.sa1b import resize_image
-from distill.synth import generate_dataset
+from sam_edge.data.sa1b import resize_image
+from sam_edge.data.synth import generate_dataset
 from sam_edge.checkpoint import save_model
 from sam_edge.image import load_image
 from sam_edge.predictor import SamPredictor
@@ -178,7 +178,7 @@ def test_kill_and_resume(images, tiny, reference, tmp_path):
     assert not (out / "shards" / "000003.json").exists()
     (out / "shards" / "000003.bin").write_bytes(os.urandom(4096))
     # rerun, through the CLI module in-process
-    from distill.cli_cache import main
+    from sam_edge.commands.cache_teacher import main
 
     assert main(_cli_args(images, out, ckpt)) == 0
     assert not list((out / "shards").glob(".*.tmp"))
@@ -209,10 +209,10 @@ def test_two_ranks_equal_one(images, tiny, reference, tmp_path):
 def test_truncated_image_skipped_once_and_meta_mismatch(images, tiny, tmp_path, monkeypatch, capsys, caplog):
     from sam_edge import cli
 
-    monkeypatch.setitem(cli.COMMANDS, "cache-teacher", ("distill.cli_cache", "cache teacher embeddings"))
+    monkeypatch.setitem(cli.COMMANDS, "cache-teacher", ("sam_edge.commands.cache_teacher", "cache teacher embeddings"))
     _, ckpt = tiny
     out = tmp_path / "cache"
-    with caplog.at_level("WARNING", logger="distill.data"):
+    with caplog.at_level("WARNING", logger="sam_edge.data"):
         assert cli.main(["cache-teacher", *_cli_args(images, out, ckpt)]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["skipped"] == 1 and summary["skip_reasons"] == {"truncated image": 1}
@@ -229,7 +229,7 @@ def test_truncated_image_skipped_once_and_meta_mismatch(images, tiny, tmp_path, 
     def no_read(*a, **k):
         raise AssertionError("image read on a complete cache")
 
-    monkeypatch.setattr("distill.cache.read_rgb", no_read)
+    monkeypatch.setattr("sam_edge.distillation.cache.read_rgb", no_read)
     again = _run(images, out, tiny)
     assert (again["encoded"], again["skipped"], again["shards_reused"]) == (0, 0, 4)
     # other settings against the existing cache: clear errors naming the field

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from distill.data import (
+from sam_edge.data import (
     ImageFolderDataset,
     SA1BDataset,
     SampleError,
@@ -20,7 +20,7 @@ from distill.data import (
     iter_valid,
     train_val_split,
 )
-from distill.synth import generate_dataset, render_scene
+from sam_edge.data.synth import generate_dataset, render_scene
 
 SIZE = 96
 N = 6
@@ -165,7 +165,7 @@ def _make_bad(folder: Path) -> dict[str, str]:
 
 def test_sa1b_reader_skips_bad_samples_with_logged_reasons(synth_copy, caplog):
     expected = _make_bad(synth_copy)
-    with caplog.at_level(logging.WARNING, logger="distill.data"):
+    with caplog.at_level(logging.WARNING, logger="sam_edge.data"):
         ds = SA1BDataset(synth_copy)
     assert ds.ids == [f"sa_{N}"]
     assert dict(ds.report.skipped) == expected
@@ -189,7 +189,7 @@ def test_sa1b_reader_drops_empty_masks_and_skips_when_none_left(synth_copy, capl
     for a in rec["annotations"]:
         a["segmentation"]["counts"] = empty
     (synth_copy / "sa_2.json").write_text(json.dumps(rec))
-    with caplog.at_level(logging.WARNING, logger="distill.data"):
+    with caplog.at_level(logging.WARNING, logger="sam_edge.data"):
         ds = SA1BDataset(synth_copy)
     assert "sa_2" not in ds.ids and ds.report.counts["no usable masks"] == 1
     assert ds[0]["masks"].shape[0] == n1 - 1
@@ -205,7 +205,7 @@ def test_load_time_failure_raises_sample_error_and_iter_valid_skips_it(synth_cop
     with pytest.raises(SampleError) as info:
         ds[1]
     assert info.value.reason == "truncated image"
-    with caplog.at_level(logging.WARNING, logger="distill.data"):
+    with caplog.at_level(logging.WARNING, logger="sam_edge.data"):
         items = list(iter_valid(ds))
     assert [it["id"] for it in items] == [f"sa_{i}" for i in range(1, N + 1) if i != 2]
     assert ds.report.counts["truncated image"] == 1 and ds.report.used == N - 1
@@ -225,7 +225,7 @@ def test_image_folder_converts_grayscale_and_skips_corrupt(tmp_path, caplog):
     Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(root / "sub" / "deep.png")
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "notes.txt").write_text("ignored")
-    with caplog.at_level(logging.WARNING, logger="distill.data"):
+    with caplog.at_level(logging.WARNING, logger="sam_edge.data"):
         ds = ImageFolderDataset(root)
     assert ds.ids == ["a.png", "sub/deep.png", "sub/gray.PNG"]
     assert ds.report.skipped == [(str(root / "broken.jpg"), "unreadable image")]

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from distill import distill as D
-from distill.data import ImageFolderDataset, SA1BDataset
-from distill.distill import ConfigError, RunStateError, config_from_dict, load_config
-from distill.synth import generate_dataset
+from sam_edge.distillation import stages as D
+from sam_edge.data import ImageFolderDataset, SA1BDataset
+from sam_edge.distillation.stages import ConfigError, RunStateError, config_from_dict, load_config
+from sam_edge.data.synth import generate_dataset
 from sam_edge import registry
 from sam_edge.checkpoint import save_model
 from sam_edge.registry import create_model
@@ -80,8 +80,8 @@ RUNNER = textwrap.dedent('''
     """Test driver: sam-edge distill with optional slow steps and per-rank weight hashes."""
     import hashlib, os, sys, time
     from pathlib import Path
-    from distill import distill as D
-    from distill.cli_distill import main
+    from sam_edge.distillation import stages as D
+    from sam_edge.commands.distill import main
 
     delay = float(os.environ.get("DISTILL_TEST_DELAY", "0"))
     if delay:
@@ -199,7 +199,7 @@ class FakeCache:
 
 
 def _teacher_table(data: Path) -> dict[str, torch.Tensor]:
-    from distill.pretrain import encode
+    from sam_edge.training.pretrain import encode
 
     torch.manual_seed(0)  # the teacher a Distiller with seed 0 builds
     teacher = create_model(TEACHER)
@@ -429,8 +429,7 @@ def test_eval_keys_and_a_copy_of_the_teacher_scores_one(data_dir, tmp_path):
     assert res2["image_ids"] == res["image_ids"] and res2["teacher_vs_gt"] == res["teacher_vs_gt"]
     assert res2["student_vs_teacher"]["box"] < 1.0
     # the CLI module: table + JSON
-    from distill import cli_eval
-
+    from sam_edge.commands import eval as cli_eval
     parser = argparse.ArgumentParser()
     cli_eval.add_arguments(parser)
     out = tmp_path / "eval.json"
@@ -443,8 +442,7 @@ def test_eval_keys_and_a_copy_of_the_teacher_scores_one(data_dir, tmp_path):
 
 
 def test_distill_cli_module(data_dir, tmp_path, capsys):
-    from distill import cli_distill
-
+    from sam_edge.commands import distill as cli_distill
     cfg = _write_cfg(tmp_path / "c.yaml", _cfg_dict(data_dir, tmp_path / "run"))
     rc = cli_distill.main(["--config", str(cfg), "--no-progress", "--set", "stage1.steps=2",
                            "--set", "stage2.steps=1"])
@@ -482,7 +480,7 @@ def test_validation_on_a_separate_folder_never_reads_the_cache(data_dir, tmp_pat
 
 
 def test_stage1_and_stage2_with_a_real_teacher_cache(data_dir, tmp_path):
-    from distill.cache import TeacherCache, cache_teacher
+    from sam_edge.distillation.cache import TeacherCache, cache_teacher
 
     torch.manual_seed(0)  # the Distiller builds its (weightless) teacher after the same seed
     teacher = create_model(TEACHER)
@@ -555,7 +553,7 @@ def test_sigterm_checkpoints_like_ctrl_c(data_dir, tmp_path, runner):
 
 
 def test_interrupt_on_sigterm_restores_the_previous_handler():
-    from training.runlog import interrupt_on_sigterm
+    from sam_edge.training.runlog import interrupt_on_sigterm
 
     before = signal.getsignal(signal.SIGTERM)
     restore = interrupt_on_sigterm()

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from distill import pretrain as P
-from distill.data import SA1BDataset
-from distill.evaluation import (_decode_merged, batched_mask_iou, evaluate_promptable,
+from sam_edge.training import pretrain as P
+from sam_edge.data import SA1BDataset
+from sam_edge.evaluation.evaluator import (_decode_merged, batched_mask_iou, evaluate_promptable,
                                 evaluate_student)
-from distill.losses import mask_iou
+from sam_edge.training.losses import mask_iou
 from tests.eval_reference import evaluate_reference, evaluate_student_reference
-from distill.synth import generate_dataset
+from sam_edge.data.synth import generate_dataset
 from sam_edge.registry import create_model
 
 TEACHER, STUDENT = "sam_test_tiny", "mobilesam_test_tiny"  # same prompt encoder / mask decoder fields

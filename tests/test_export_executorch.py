@@ -21,9 +21,9 @@ from sam_edge import SamPredictor  # noqa: E402
 from sam_edge.runtime import get_backend, load_manifest, load_predictor  # noqa: E402
 
 from tests.export_helpers import INT8_REASON, calibration_photos, held_out_photo, mask_iou, tiny  # noqa: E402
-from export.common import ExportError  # noqa: E402
-from export.executorch_export import MAX_POINTS, export_executorch  # noqa: E402
-from export.wrappers import DECODER_INPUT_NAMES, DecoderWrapper  # noqa: E402
+from sam_edge.export.common import ExportError  # noqa: E402
+from sam_edge.export.executorch_export import MAX_POINTS, export_executorch  # noqa: E402
+from sam_edge.export.wrappers import DECODER_INPUT_NAMES, DecoderWrapper  # noqa: E402
 
 @pytest.fixture(scope="module")
 def photos():

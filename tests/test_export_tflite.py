@@ -14,8 +14,8 @@ from sam_edge import SamPredictor  # noqa: E402
 from sam_edge.runtime import get_backend, load_manifest, load_predictor  # noqa: E402
 
 from tests.export_helpers import INT8_REASON, held_out_photo, mask_iou, tiny  # noqa: E402
-from export.common import ExportError  # noqa: E402
-from export.tflite_export import export_tflite  # noqa: E402
+from sam_edge.export.common import ExportError  # noqa: E402
+from sam_edge.export.tflite_export import export_tflite  # noqa: E402
 
 MAX_POINTS = 6
 

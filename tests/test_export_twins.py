@@ -20,7 +20,7 @@ from sam_edge import get_config  # noqa: E402
 from sam_edge.runtime import load_manifest, load_predictor  # noqa: E402
 
 from tests.export_helpers import INT8_REASON, TWINS, calibration_photos, held_out_photo, tiny, twin  # noqa: E402
-from export.api import export_model  # noqa: E402
+from sam_edge.export.api import export_model  # noqa: E402
 
 FORMATS = ("onnx", "executorch", "tflite", "coreml")
 # fp32 and the int8 each format takes (int8_static: PT2E / QDQ / full-integer; Core ML: weights)

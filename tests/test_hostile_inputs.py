@@ -26,7 +26,7 @@ class _Payload:
 
 
 def test_torchao_loader_refuses_a_pickle_that_runs_code(tmp_path):
-    from export.quantize import load_torchao
+    from sam_edge.export.quantize import load_torchao
 
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
@@ -160,7 +160,7 @@ def test_negative_prompt_values_reach_the_prompt_check(tmp_path, capsys):
 def test_pixel_limit_is_checked_before_decoding(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
-    from distill.data.sa1b import check_image_file
+    from sam_edge.data.sa1b import check_image_file
     from sam_edge.cli import main
     from sam_edge.image import ImageError, load_image
 

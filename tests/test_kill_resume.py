@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import numpy as np
 import pytest
 
-from distill.synth import generate_dataset
+from sam_edge.data.synth import generate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("SAM_EDGE_KILL9_SEED", "0"))

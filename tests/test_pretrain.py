@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from distill.losses import dice_loss, mask_iou, sam_loss, sigmoid_focal_loss
-from distill.pretrain import PretrainConfig, Trainer
-from distill.prompts import center_points, error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
-from distill.synth import generate_dataset
+from sam_edge.training.losses import dice_loss, mask_iou, sam_loss, sigmoid_focal_loss
+from sam_edge.training.pretrain import PretrainConfig, Trainer
+from sam_edge.data.prompts import center_points, error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
+from sam_edge.data.synth import generate_dataset
 from sam_edge.cli import main
 
 
@@ -161,7 +161,7 @@ def test_bad_samples_are_skipped_and_counted(synth_dir, tmp_path, caplog):
     # truncated JPEG
     raw = (data / "sa_3.jpg").read_bytes()
     (data / "sa_3.jpg").write_bytes(raw[: len(raw) // 2])
-    with caplog.at_level(logging.WARNING, logger="distill.data"):
+    with caplog.at_level(logging.WARNING, logger="sam_edge.data"):
         summary = Trainer(_cfg(data, tmp_path / "run", max_steps=2)).fit(progress=False)
     counts = summary["data"]["counts"]
     assert counts == {"rle size mismatch": 1, "no annotations": 1, "truncated image": 1}
@@ -211,7 +211,7 @@ def test_evaluate_cli(synth_dir, tmp_path, capsys):
 PRETRAIN_RUNNER = '''
 import hashlib, os, sys
 from pathlib import Path
-from distill.pretrain import PretrainConfig, Trainer
+from sam_edge.training.pretrain import PretrainConfig, Trainer
 
 out, data, hash_out = sys.argv[1:4]
 cfg = PretrainConfig(model="sam_test_tiny", data=data, out=out, batch_size=4, masks_per_image=2, corrections=1,

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_torchao_int8_roundtrip(tmp_path, capsys):
-    from export.quantize import load_torchao, torchao_quantize
+    from sam_edge.export.quantize import load_torchao, torchao_quantize
 
     torch.manual_seed(0)
     fp32 = sam_edge.create_model("sam_test_tiny").eval()

@@ -51,7 +51,7 @@ def _browser_missing() -> str | None:
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from export.onnx_export import export_onnx
+    from sam_edge.export.onnx_export import export_onnx
     from sam_edge import create_model
 
     out = tmp_path_factory.mktemp("web_export")
@@ -389,7 +389,7 @@ def test_page_segments_like_python_and_reports_bad_input(server, export_dir, tmp
     assert len(res["steps"]["candidates"]) == 4
     assert [c["pressed"] for c in res["steps"]["candidates"]].count("true") == 1
     assert res["steps"]["selected_other"] != info["channel"]
-    exported = np.asarray(Image.open(out / "export.png").convert("L")) > 127
+    exported = np.asarray(Image.open(out / "sam_edge.export.png").convert("L")) > 127
     assert exported.shape == (h, w) and (exported == page_mask).all()
     assert res["steps"]["export_name"] == "sample_mask.png"
 

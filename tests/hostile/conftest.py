@@ -20,7 +20,7 @@ def inputs(tmp_path_factory):
     from PIL import Image
 
     import sam_edge
-    from distill.synth import generate_dataset
+    from sam_edge.data.synth import generate_dataset
 
     root = tmp_path_factory.mktemp("hostile_inputs")
     rng = np.random.RandomState(0)
@@ -174,7 +174,7 @@ def onnx_dir(tmp_path_factory) -> Path:
     pytest.importorskip("onnxruntime")
     import torch
 
-    from export.onnx_export import export_onnx
+    from sam_edge.export.onnx_export import export_onnx
     from sam_edge import create_model
 
     torch.manual_seed(0)

@@ -250,7 +250,7 @@ def test_bench_and_report_write_null_for_nan(inp, tmp_path, capsys):
 
 
 def test_eval_nan_metric_is_null(inp, tmp_path, capsys, monkeypatch):
-    import distill.evaluation as E
+    import sam_edge.evaluation.evaluator as E
 
     real = E.evaluate_student
 

@@ -214,7 +214,7 @@ def test_mobile_samples_carry_the_rule_with_the_same_words():
 # ------------------------------------------------------------------------------ data sets
 @pytest.fixture(scope="module")
 def synth2(tmp_path_factory) -> Path:
-    from distill.synth import generate_dataset
+    from sam_edge.data.synth import generate_dataset
 
     out = tmp_path_factory.mktemp("synth") / "set"
     generate_dataset(out, 2, 64, seed=0)
@@ -295,8 +295,8 @@ DATA_CASES = {
 
 def _loader_verdict(root: Path) -> dict[str, bool]:
     """Try the training loader on every candidate (no scan in front of it): id -> loaded."""
-    from distill.batches import load_sa1b_sample
-    from distill.data import SA1BDataset, SampleError
+    from sam_edge.data.batches import load_sa1b_sample
+    from sam_edge.data import SA1BDataset, SampleError
 
     ds = SA1BDataset(root, image_size=64)
     ds.ids = ds.candidates()
@@ -336,7 +336,7 @@ def test_data_check_agrees_with_the_training_loader(synth2, tmp_path, capsys, ca
     else:
         js.write_text(json.dumps(edit(json.loads(js.read_text()))))
     report = tmp_path / "report.json"
-    with caplog.at_level(logging.WARNING, logger="distill.data"):
+    with caplog.at_level(logging.WARNING, logger="sam_edge.data"):
         rc = main(["data", "check", str(root), "--json", str(report)])
     out = capsys.readouterr()
     assert rc == 0 and "Traceback" not in out.out + out.err
@@ -344,7 +344,7 @@ def test_data_check_agrees_with_the_training_loader(synth2, tmp_path, capsys, ca
     assert rep["total"] == 2 and rep["used"] == 1, rep
     bad = jpg if isinstance(edit, tuple) else js
     assert rep["skipped_samples"] == [{"path": str(bad), "reason": reason}], rep
-    logged = [r.getMessage() for r in caplog.records if r.name == "distill.data"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "sam_edge.data"]
     assert len(logged) == 1 and "sa_1" in logged[0] and reason in logged[0]  # one line, naming the file
     assert _loader_verdict(root) == {"sa_1": False, "sa_2": True}  # what check said, the loader does
 

@@ -1,7 +1,7 @@
 // Core ML twin of sam_edge/runtime/predictor.py (ArtifactPredictor): set an image once (encoder),
 // then prompt the decoder with points / a box as often as needed. Every name, shape and
 // constant comes from ModelConstants.swift, generated from the export's manifest.json by
-// `python -m export.app_constants`.
+// `python -m sam_edge.export.app_constants`.
 
 import CoreGraphics
 import CoreML
