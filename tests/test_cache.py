@@ -34,7 +34,7 @@ from sam_edge.transforms import ResizeLongestSide
 MODEL = "sam_test_tiny"
 REPO = Path(__file__).resolve().parents[1]
 SHARD, BATCH = 2, 2  # 7 keys -> 4 shards
-CLI = "from distill.cli_cache import main; raise SystemExit(main())"
+CLI = "from sam_edge.commands.cache_teacher import main; raise SystemExit(main())"
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m distill.cli_distill``, e.g. under torchrun): the same
+    """Stand-alone entry (``python -m sam_edge.commands.distill``, e.g. under torchrun): the same
     as ``sam-edge distill ...``, errors reported the same way."""
     import sys
 
