@@ -443,6 +443,30 @@ def test_eval_keys_and_a_copy_of_the_teacher_scores_one(data_dir, tmp_path):
     assert saved["images"] == 2 and saved["student_vs_teacher"]["point2"] == 1.0
 
 
+def test_evaluate_against_teacher_is_eval_and_against_gt_is_the_default(data_dir, tmp_path, capsys):
+    """`sam-edge eval ...` is an alias of `sam-edge evaluate --against teacher ...`: same table,
+    same JSON (but the seconds); `evaluate` without --against scores against the ground truth."""
+    from sam_edge.cli import main
+
+    common = ["--teacher", TEACHER, "--data", str(data_dir), "--images", "2", "--masks-per-image", "2", "--low-res",
+              "--device", "cpu"]
+    assert main(["eval", "--student", STUDENT, *common, "--out", str(tmp_path / "a.json")]) == 0
+    table_a = capsys.readouterr().out
+    assert main(["evaluate", "--against", "teacher", "--student", STUDENT, *common,
+                 "--out", str(tmp_path / "b.json")]) == 0
+    table_b = capsys.readouterr().out
+    assert table_a.replace("a.json", "b.json") == table_b and "student vs teacher" in table_a
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    assert main(["evaluate", "--against", "teacher", "--model", STUDENT, "--data", str(data_dir)]) == 2
+    assert "--against teacher needs --teacher" in capsys.readouterr().err
+    assert main(["evaluate", "--model", TEACHER, "--data", str(data_dir), "--images", "1", "--masks-per-image", "1",
+                 "--corrections", "1", "--json", str(tmp_path / "gt.json")]) == 0
+    gt = json.loads((tmp_path / "gt.json").read_text())
+    assert {"point1", "point1_corr", "box", "point1_center", "box_exact"} <= set(gt) and gt["images"] == 1
+
+
 def test_distill_cli_module(data_dir, tmp_path, capsys):
     from sam_edge.commands import distill as cli_distill
     cfg = _write_cfg(tmp_path / "c.yaml", _cfg_dict(data_dir, tmp_path / "run"))

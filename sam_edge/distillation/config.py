@@ -13,8 +13,6 @@ from typing import Any, Optional, Sequence
 from sam_edge.utils.config import (MAX_CONFIG_BYTES, ConfigError, apply_override, blame_file, parse_section,
                                    read_yaml_mapping, safe_yaml)
 
-_parse_section = parse_section  # the name the pipeline and pretraining configs used
-
 __all__ = ["ConfigError", "DistillConfig", "MAX_BATCH", "MAX_CONFIG_BYTES", "ROOT", "Stage1Config", "Stage2Config",
            "blame_file", "check_paths", "config_from_dict", "load_config", "read_yaml_mapping", "safe_yaml",
            "validate_config"]
