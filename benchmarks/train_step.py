@@ -124,15 +124,15 @@ def bench_pretrain(args: argparse.Namespace, data: Path, work: Path) -> dict[str
 
 
 def _distiller(args: argparse.Namespace, data: Path, work: Path, stage: str):
-    from sam_edge.distillation import stages as D
+    from sam_edge.distillation import config as C, distiller as R, stages as D
     d = {"teacher": args.teacher, "student": args.student, "data": str(data), "out": str(work / stage),
          "val_fraction": 0.0, "val_images": 0, "device": args.device, "amp": args.amp, "seed": 0,
          "stage1": {"steps": 10_000, "batch_size": args.stage1_batch},
          "stage2": {"steps": 10_000, "batch_size": args.stage2_batch, "masks_per_image": 4,
                     "corrections": args.stage2_corrections}}
-    cfg = D.config_from_dict(d)
+    cfg = C.config_from_dict(d)
     torch.manual_seed(0)
-    dist = D.Distiller(cfg)
+    dist = R.Distiller(cfg)
     st = (D._Stage1 if stage == "stage1" else D._Stage2)(dist, getattr(cfg, stage))
     st.prepare_data()
     st.total_steps = 10_000

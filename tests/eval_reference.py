@@ -11,8 +11,11 @@ import torch
 
 from sam_edge.data import SA1BDataset, SkipReport
 from sam_edge.data.sa1b import SampleError
-from sam_edge.distillation.stages import (PROMPT_KINDS, _amp_dtype, _autocast, _compare, _gt_frame, _id_seed, _image_rel_id,
-                             _load_sa1b_sample, _make_prompts, _metric_order, _mix, _predict)
+from sam_edge.data.batches import id_seed as _id_seed, image_rel_id as _image_rel_id, load_sa1b_sample as _load_sa1b_sample
+from sam_edge.evaluation.validation import (PROMPT_KINDS, compare as _compare, gt_frame as _gt_frame, make_prompts as _make_prompts,
+                                            metric_order as _metric_order, predict as _predict)
+from sam_edge.training.engine import mix_seed as _mix
+from sam_edge.utils.device import amp_dtype as _amp_dtype, autocast_for as _autocast
 from sam_edge.training.losses import mask_iou
 from sam_edge.training.pretrain import AREA_BUCKETS, collate, decode, encode, interactive_rollout, prepare_item
 from sam_edge.data.prompts import center_points, masks_to_boxes, noisy_boxes, sample_points_in_masks

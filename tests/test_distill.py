@@ -20,9 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from sam_edge.distillation import stages as D
+from sam_edge.distillation import config as C, distiller as R, models as M, stages as D
 from sam_edge.data import ImageFolderDataset, SA1BDataset
-from sam_edge.distillation.stages import ConfigError, RunStateError, config_from_dict, load_config
+from sam_edge.distillation.config import ConfigError, config_from_dict, load_config
+from sam_edge.evaluation.evaluator import evaluate_student
+from sam_edge.training.engine import RunStateError
 from sam_edge.data.synth import generate_dataset
 from sam_edge import registry
 from sam_edge.checkpoint import save_model
@@ -53,7 +55,7 @@ def _cfg_dict(data: Path, out: Path, **kw) -> dict:
     return d
 
 
-def _cfg(data: Path, out: Path, **kw) -> D.DistillConfig:
+def _cfg(data: Path, out: Path, **kw) -> C.DistillConfig:
     return config_from_dict(_cfg_dict(data, out, **kw))
 
 
@@ -80,7 +82,7 @@ RUNNER = textwrap.dedent('''
     """Test driver: sam-edge distill with optional slow steps and per-rank weight hashes."""
     import hashlib, os, sys, time
     from pathlib import Path
-    from sam_edge.distillation import stages as D
+    from sam_edge.distillation import distiller as R, stages as D
     from sam_edge.commands.distill import main
 
     delay = float(os.environ.get("DISTILL_TEST_DELAY", "0"))
@@ -93,7 +95,7 @@ RUNNER = textwrap.dedent('''
         D._Stage.train_step = slow
     hash_out = os.environ.get("DISTILL_TEST_HASH")
     if hash_out:
-        _run = D.Distiller.run
+        _run = R.Distiller.run
         def run(self, *a, **k):
             s = _run(self, *a, **k)
             h = hashlib.sha256()
@@ -102,7 +104,7 @@ RUNNER = textwrap.dedent('''
                 h.update(t.detach().cpu().contiguous().numpy().tobytes())
             Path(f"{hash_out}.rank{os.environ.get('RANK', '0')}").write_text(h.hexdigest())
             return s
-        D.Distiller.run = run
+        R.Distiller.run = run
     sys.exit(main(sys.argv[1:]))
 ''')
 
@@ -155,16 +157,16 @@ def test_config_yaml_section_overrides_and_errors(data_dir, tmp_path):
     with pytest.raises(ConfigError, match=r"distill\.teacher: required"):
         config_from_dict({k: v for k, v in d.items() if k != "teacher"})
     with pytest.raises(ConfigError, match=r"distill\.student: unknown model 'no_such_student'"):
-        D.Distiller(_cfg(data_dir, tmp_path / "r", student="no_such_student"))
+        R.Distiller(_cfg(data_dir, tmp_path / "r", student="no_such_student"))
 
 
 def test_missing_data_path_is_named(tmp_path):
     cfg = _cfg(tmp_path / "nowhere", tmp_path / "run")
     with pytest.raises(ConfigError, match=r"distill\.data: folder not found: .*nowhere"):
-        D.Distiller(cfg)
+        R.Distiller(cfg)
     cfg = dataclasses.replace(cfg, data=str(tmp_path), teacher_checkpoint=str(tmp_path / "t.pth"))
     with pytest.raises(ConfigError, match=r"distill\.teacher_checkpoint: file not found"):
-        D.Distiller(cfg)
+        R.Distiller(cfg)
 
 
 def test_decoder_mismatch_names_the_fields(data_dir, tmp_path, monkeypatch):
@@ -172,7 +174,7 @@ def test_decoder_mismatch_names_the_fields(data_dir, tmp_path, monkeypatch):
                               iou_head_hidden_dim=32)
     monkeypatch.setitem(registry._REGISTRY, bad.name, bad)
     with pytest.raises(ConfigError) as exc:
-        D.Distiller(_cfg(data_dir, tmp_path / "run", student=bad.name))
+        R.Distiller(_cfg(data_dir, tmp_path / "run", student=bad.name))
     msg = str(exc.value)
     assert "decoder_mlp_dim: teacher 128, student 256" in msg and "iou_head_hidden_dim" in msg
     assert "prompt_embed_dim" not in msg
@@ -228,13 +230,13 @@ def test_cache_is_used_checked_and_misses_are_live(data_dir, tmp_path, monkeypat
     (tmp_path / "cache").mkdir()
     cfg = _cfg(data_dir, tmp_path / "run", cache=str(tmp_path / "cache"), stage1={"steps": 2})
     # a cache written for another teacher is refused, naming both
-    monkeypatch.setattr(D, "_open_cache", opener(table, {"teacher": "sam_vit_h", "image_size": 1024}))
+    monkeypatch.setattr(R, "_open_cache", opener(table, {"teacher": "sam_vit_h", "image_size": 1024}))
     with pytest.raises(ConfigError, match=r"distill\.cache: .*teacher 'sam_vit_h' \(config: 'sam_test_tiny'\)"):
-        D.Distiller(cfg)
+        R.Distiller(cfg)
     # complete cache: the teacher's encoder is never run for training images
-    monkeypatch.setattr(D, "_open_cache", opener(table, meta))
+    monkeypatch.setattr(R, "_open_cache", opener(table, meta))
     torch.manual_seed(0)
-    dist = D.Distiller(cfg)
+    dist = R.Distiller(cfg)
     calls = []
     dist.teacher.image_encoder.register_forward_hook(lambda *a: calls.append(1))
     s1 = D._Stage1(dist, cfg.stage1)
@@ -247,19 +249,19 @@ def test_cache_is_used_checked_and_misses_are_live(data_dir, tmp_path, monkeypat
     torch.testing.assert_close(t, torch.stack([table[i] for i in batch["ids"]]).half().float())
     # an image missing from the cache is computed live (counted) ...
     partial = {k: v for k, v in table.items() if k != batch["ids"][0]}
-    monkeypatch.setattr(D, "_open_cache", opener(partial, meta))
+    monkeypatch.setattr(R, "_open_cache", opener(partial, meta))
     torch.manual_seed(0)
-    dist = D.Distiller(cfg)
+    dist = R.Distiller(cfg)
     t2 = dist.teacher_embeddings(batch["ids"], batch["images"], batch["input_sizes"])
     assert dist.cache_misses == 1
     torch.testing.assert_close(t2[0], table[batch["ids"][0]], atol=1e-4, rtol=1e-4)
     # ... or refused with cache_missing: error
-    dist = D.Distiller(dataclasses.replace(cfg, cache_missing="error"))
+    dist = R.Distiller(dataclasses.replace(cfg, cache_missing="error"))
     with pytest.raises(KeyError, match="has no embedding for"):
         dist.teacher_embeddings(batch["ids"], batch["images"], batch["input_sizes"])
     # and a whole stage-1 run from the cache
-    monkeypatch.setattr(D, "_open_cache", opener(table, meta))
-    summary = D.run_distill(cfg, progress=False)
+    monkeypatch.setattr(R, "_open_cache", opener(table, meta))
+    summary = R.run_distill(cfg, progress=False)
     assert summary["stage1"]["cache_misses"] == 0 and summary["steps"]["stage1"] == 2
 
 
@@ -269,7 +271,7 @@ def test_stage1_loss_falls_on_a_fixed_batch(data_dir, tmp_path, loss):
     torch.manual_seed(0)
     cfg = _cfg(data_dir, tmp_path / "run", stage1={"steps": 1000, "lr": 3e-3, "warmup_steps": 0, "loss": loss,
                                                    "cosine_weight": 0.5})
-    dist = D.Distiller(cfg)
+    dist = R.Distiller(cfg)
     s1 = D._Stage1(dist, cfg.stage1)
     s1.prepare_data()
     s1.total_steps = 1000
@@ -301,7 +303,7 @@ def test_stage1_kill_resume_is_bit_identical_and_finished_stage_skips(data_dir, 
     assert 2 <= killed_at < 6 and not (tmp_path / "b" / "stage1" / "summary.json").exists()
     # a plain rerun refuses to clobber the unfinished stage
     with pytest.raises(RunStateError, match="--resume"):
-        D.run_distill(load_config(cfg_b), progress=False)
+        R.run_distill(load_config(cfg_b), progress=False)
     r = subprocess.run(base + [str(cfg_b), "--resume"], env=_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     wa, wb = _load_weights(tmp_path / "a" / "student.safetensors"), _load_weights(tmp_path / "b" / "student.safetensors")
@@ -311,7 +313,7 @@ def test_stage1_kill_resume_is_bit_identical_and_finished_stage_skips(data_dir, 
     assert [r["loss"] for r in ma] == [r["loss"] for r in mb]
     # rerunning a finished run skips the stage (no training, same weights)
     mtime = ckpt.stat().st_mtime_ns
-    summary = D.run_distill(load_config(cfg_b), progress=False)
+    summary = R.run_distill(load_config(cfg_b), progress=False)
     assert summary["stage1"]["skipped_on_rerun"] is True and ckpt.stat().st_mtime_ns == mtime
     wc = _load_weights(tmp_path / "b" / "student.safetensors")
     assert all(torch.equal(wb[k], wc[k]) for k in wb)
@@ -347,7 +349,7 @@ def _decoder_state(model) -> dict[str, torch.Tensor]:
 def test_stage2_frozen_or_finetuned_decoder(data_dir, tmp_path, freeze):
     cfg = _cfg(data_dir, tmp_path / "run", stage1={"steps": 1},
                stage2={"steps": 2, "freeze_decoder": freeze, "corrections": 2, "point_prob": 0.5, "val_every": 2})
-    dist = D.Distiller(cfg)
+    dist = R.Distiller(cfg)
     teacher_dec = _decoder_state(dist.teacher)
     start = _decoder_state(dist.student)
     assert all(torch.equal(start[k], teacher_dec[k]) for k in start)  # decoder initialised from the teacher
@@ -372,8 +374,8 @@ def test_stage2_interrupt_and_resume_matches(data_dir, tmp_path):
         return _cfg(data_dir, out, stage1={"steps": 0},
                     stage2={"steps": 4, "corrections": 2, "ckpt_every": 100, "freeze_decoder": False})
 
-    D.run_distill(cfg(tmp_path / "a"), progress=False)
-    dist = D.Distiller(cfg(tmp_path / "b"))
+    R.run_distill(cfg(tmp_path / "a"), progress=False)
+    dist = R.Distiller(cfg(tmp_path / "b"))
     real = D._Stage2.train_step
 
     def interrupted(self, batches):
@@ -390,7 +392,7 @@ def test_stage2_interrupt_and_resume_matches(data_dir, tmp_path):
     finally:
         D._Stage2.train_step = real
     assert torch.load(tmp_path / "b" / "stage2" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
-    D.run_distill(cfg(tmp_path / "b"), resume=True, progress=False)
+    R.run_distill(cfg(tmp_path / "b"), resume=True, progress=False)
     wa, wb = _load_weights(tmp_path / "a" / "student.safetensors"), _load_weights(tmp_path / "b" / "student.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -404,7 +406,7 @@ def test_stage2_needs_sa1b_data(tmp_path):
         Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(folder / f"img{i}.png")
     cfg = _cfg(folder, tmp_path / "run", val_fraction=0.0, stage1={"steps": 1}, stage2={"steps": 1})
     with pytest.raises(ConfigError, match="stage 2 needs SA-1B-format data"):
-        D.run_distill(cfg, progress=False)
+        R.run_distill(cfg, progress=False)
     # stage 1 alone works on a plain image folder
     assert (tmp_path / "run" / "stage1" / "student.safetensors").is_file()
 
@@ -414,9 +416,9 @@ def test_eval_keys_and_a_copy_of_the_teacher_scores_one(data_dir, tmp_path):
     torch.manual_seed(0)
     teacher = create_model(TEACHER)
     copy_path = save_model(teacher, tmp_path / "copy.safetensors")
-    student = D.load_model_spec(str(copy_path))
+    student = M.load_model_spec(str(copy_path))
     ds = SA1BDataset(data_dir, image_size=teacher.image_size)
-    res = D.evaluate_student(student, teacher, ds, images=3, masks_per_image=3, seed=0)
+    res = evaluate_student(student, teacher, ds, images=3, masks_per_image=3, seed=0)
     keys = {"point1", "point1_oracle", "point2", "box"}
     for name in ("student_vs_teacher", "student_vs_gt", "teacher_vs_gt"):
         assert set(res[name]) == keys
@@ -425,7 +427,7 @@ def test_eval_keys_and_a_copy_of_the_teacher_scores_one(data_dir, tmp_path):
     assert res["images"] == 3 and res["masks"] == 9 and len(res["image_ids"]) == 3
     # another student sees the same images, masks and prompts
     other = create_model(STUDENT)
-    res2 = D.evaluate_student(other, teacher, ds, images=3, masks_per_image=3, seed=0)
+    res2 = evaluate_student(other, teacher, ds, images=3, masks_per_image=3, seed=0)
     assert res2["image_ids"] == res["image_ids"] and res2["teacher_vs_gt"] == res["teacher_vs_gt"]
     assert res2["student_vs_teacher"]["box"] < 1.0
     # the CLI module: table + JSON
@@ -439,6 +441,32 @@ def test_eval_keys_and_a_copy_of_the_teacher_scores_one(data_dir, tmp_path):
     assert cli_eval.run(args) == 0
     saved = json.loads(out.read_text())
     assert saved["images"] == 2 and saved["student_vs_teacher"]["point2"] == 1.0
+
+
+def test_evaluate_against_teacher_is_eval_and_against_gt_is_the_default(data_dir, tmp_path, capsys):
+    """`sam-edge eval ...` is an alias of `sam-edge evaluate --against teacher ...`: same table,
+    same JSON (but the seconds); `evaluate` without --against scores against the ground truth."""
+    from sam_edge.cli import main
+
+    common = ["--teacher", TEACHER, "--data", str(data_dir), "--images", "2", "--masks-per-image", "2", "--low-res",
+              "--device", "cpu"]
+    torch.manual_seed(0)  # the student has no bundled weights: the same random ones both times
+    assert main(["eval", "--student", STUDENT, *common, "--out", str(tmp_path / "a.json")]) == 0
+    table_a = capsys.readouterr().out
+    torch.manual_seed(0)
+    assert main(["evaluate", "--against", "teacher", "--student", STUDENT, *common,
+                 "--out", str(tmp_path / "b.json")]) == 0
+    table_b = capsys.readouterr().out
+    assert table_a.replace("a.json", "b.json") == table_b and "student vs teacher" in table_a
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
+    assert main(["evaluate", "--against", "teacher", "--model", STUDENT, "--data", str(data_dir)]) == 2
+    assert "--against teacher needs --teacher" in capsys.readouterr().err
+    assert main(["evaluate", "--model", TEACHER, "--data", str(data_dir), "--images", "1", "--masks-per-image", "1",
+                 "--corrections", "1", "--json", str(tmp_path / "gt.json")]) == 0
+    gt = json.loads((tmp_path / "gt.json").read_text())
+    assert {"point1", "point1_corr", "box", "point1_center", "box_exact"} <= set(gt) and gt["images"] == 1
 
 
 def test_distill_cli_module(data_dir, tmp_path, capsys):
@@ -457,7 +485,7 @@ def test_distill_cli_module(data_dir, tmp_path, capsys):
 
 def test_worker_processes_give_the_same_run(data_dir, tmp_path):
     def run(out, workers):
-        D.run_distill(_cfg(data_dir, out, workers=workers, stage1={"steps": 2, "ckpt_every": 100},
+        R.run_distill(_cfg(data_dir, out, workers=workers, stage1={"steps": 2, "ckpt_every": 100},
                            stage2={"steps": 1, "corrections": 1}), progress=False)
         return _load_weights(out / "student.safetensors")
 
@@ -472,9 +500,9 @@ def test_validation_on_a_separate_folder_never_reads_the_cache(data_dir, tmp_pat
     generate_dataset(val, num_images=3, image_size=96, seed=99)
     poisoned = FakeCache({"teacher": TEACHER, "image_size": 256},
                          {f"sa_{i}.jpg": torch.full((64, 16, 16), 100.0) for i in range(1, 11)})
-    monkeypatch.setattr(D, "_open_cache", lambda root: poisoned)
+    monkeypatch.setattr(R, "_open_cache", lambda root: poisoned)
     (tmp_path / "cache").mkdir()
-    summary = D.run_distill(_cfg(data_dir, tmp_path / "run", cache=str(tmp_path / "cache"), val_data=str(val),
+    summary = R.run_distill(_cfg(data_dir, tmp_path / "run", cache=str(tmp_path / "cache"), val_data=str(val),
                                  val_images=3, stage1={"steps": 1}), progress=False)
     assert summary["stage1"]["validation"]["emb_mse"] < 100
 
@@ -487,7 +515,7 @@ def test_stage1_and_stage2_with_a_real_teacher_cache(data_dir, tmp_path):
     cache_teacher(TEACHER, data_dir, tmp_path / "cache", dtype="fp16", model=teacher, progress=False, device="cpu")
     cfg = _cfg(data_dir, tmp_path / "run", cache=str(tmp_path / "cache"), stage1={"steps": 2},
                stage2={"steps": 1})
-    dist = D.Distiller(cfg)
+    dist = R.Distiller(cfg)
     calls = []
     dist.teacher.image_encoder.register_forward_hook(lambda *a: calls.append(1))
     summary = dist.run(progress=False)
@@ -500,7 +528,7 @@ def test_stage1_and_stage2_with_a_real_teacher_cache(data_dir, tmp_path):
     # a cache made with other weights is refused
     ckpt = save_model(create_model(TEACHER), tmp_path / "other_teacher.safetensors")
     with pytest.raises(ConfigError, match=r"distill\.cache: .*teacher weights"):
-        D.Distiller(dataclasses.replace(cfg, teacher_checkpoint=str(ckpt)))
+        R.Distiller(dataclasses.replace(cfg, teacher_checkpoint=str(ckpt)))
 
 
 @pytest.mark.parametrize("freeze_bn", [True, False])
@@ -514,7 +542,7 @@ def test_stage2_keeps_batchnorm_statistics_when_asked(data_dir, tmp_path, monkey
     monkeypatch.setitem(registry._REGISTRY, "repvit_test_student", cfg_rep)
     cfg = _cfg(data_dir, tmp_path / "run", student="repvit_test_student", stage1={"steps": 1},
                stage2={"steps": 2, "freeze_bn": freeze_bn})
-    dist = D.Distiller(cfg)
+    dist = R.Distiller(cfg)
     before = {}
     for name, m in dist.student.image_encoder.named_modules():
         if isinstance(m, torch.nn.BatchNorm2d):

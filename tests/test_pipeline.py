@@ -89,11 +89,11 @@ def test_pipeline_config_errors(tmp_path, capsys):
     assert "bench.runs: expected an integer" in capsys.readouterr().err
     assert main(["pipeline", "--config", str(REPO / "configs/demo.yaml"), "--dry-run",
                  "--set", "data.train=null", "--set", f"distill.data={tmp_path}/nowhere"]) == 2
-    assert "sam_edge.data" in capsys.readouterr().err
+    assert "distill.data" in capsys.readouterr().err
     assert main(["pipeline", "--config", str(REPO / "configs/demo.yaml"), "--dry-run"]) == 0
     assert "toolchains:" in capsys.readouterr().out
     # the real recipe: valid config, but no ViT-H checkpoint and no SA-1B data on this machine
     assert main(["pipeline", "--config", str(REPO / "configs/vit_h_to_tinyvit.yaml"), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "distill.teacher_checkpoint: checkpoints/sam_vit_h_4b8939.pth does not exist" in err
-    assert "sam_edge.data: data/sa1b_subset does not exist" in err
+    assert "distill.data: data/sa1b_subset does not exist" in err

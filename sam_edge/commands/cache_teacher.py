@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m distill.cli_cache``, e.g. under torchrun): the same
+    """Stand-alone entry (``python -m sam_edge.commands.cache_teacher``, e.g. under torchrun): the same
     as ``sam-edge cache-teacher ...``, errors reported the same way."""
     import sys
 

@@ -37,7 +37,8 @@ def _setup_logging() -> None:
 def run(args: argparse.Namespace) -> int:
     from sam_edge.utils.io import dumps_json
 
-    from sam_edge.distillation.stages import load_config, run_distill
+    from sam_edge.distillation.config import load_config
+    from sam_edge.distillation.distiller import run_distill
 
     _setup_logging()
     cfg = load_config(args.config, args.overrides)
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m distill.cli_distill``, e.g. under torchrun): the same
+    """Stand-alone entry (``python -m sam_edge.commands.distill``, e.g. under torchrun): the same
     as ``sam-edge distill ...``, errors reported the same way."""
     import sys
 

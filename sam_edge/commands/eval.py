@@ -1,8 +1,9 @@
-"""Score a distilled student against its teacher on held-out SA-1B-format data: mIoU of the
-student's masks against the teacher's for 1 point (each model's mask chosen by its own predicted
-IoU, and the best of the student's 3), 2 points and a box, plus both models against ground
-truth. Images, masks and prompts depend only on --seed and the image ids, so every student is
-scored on the same ones. Prints a table; --out writes JSON."""
+"""Alias of `sam-edge evaluate --against teacher` (same flags as before, same outputs): score a
+distilled student against its teacher on held-out SA-1B-format data: mIoU of the student's masks
+against the teacher's for 1 point (each model's mask chosen by its own predicted IoU, and the best
+of the student's 3), 2 points and a box, plus both models against ground truth. Images, masks and
+prompts depend only on --seed and the image ids, so every student is scored on the same ones.
+Prints a table; --out writes JSON."""
 from __future__ import annotations
 
 import argparse
@@ -26,39 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
+    from sam_edge.commands.evaluate import run_against_teacher
 
-    from sam_edge.registry import create_model
-    from sam_edge.utils.io import write_json_atomic
-
-    from sam_edge.data import SA1BDataset
-    from sam_edge.utils.device import resolve_device
-    from sam_edge.distillation.stages import format_eval_table, load_model_spec
-    from sam_edge.evaluation.evaluator import evaluate_student
-
-    if args.images is not None and args.images < 1:
-        raise ValueError("--images must be >= 1")
-    if args.masks_per_image < 1:
-        raise ValueError("--masks-per-image must be >= 1")
-    import logging
-
-    from sam_edge.registry import bundled_weights_path, get_config
-
-    device = resolve_device(args.device)
-    if args.teacher_checkpoint is None and bundled_weights_path(get_config(args.teacher)) is None:
-        logging.getLogger("distill.eval").warning(
-            "teacher %r has no bundled weights and no --teacher-checkpoint: it has RANDOM weights", args.teacher)
-    teacher = create_model(args.teacher, checkpoint=args.teacher_checkpoint).to(device)
-    student = load_model_spec(args.student, args.student_checkpoint).to(device)
-    ds = SA1BDataset(args.data, image_size=teacher.image_size)
-    t0 = time.perf_counter()
-    result = evaluate_student(student, teacher, ds, images=args.images, masks_per_image=args.masks_per_image,
-                              seed=args.seed, full_res=not args.low_res, amp=args.amp, progress=True)
-    result.update(student=args.student, student_checkpoint=args.student_checkpoint, teacher=args.teacher,
-                  teacher_checkpoint=args.teacher_checkpoint, data=str(args.data),
-                  seconds=round(time.perf_counter() - t0, 2), data_summary=ds.report.summary())
-    print(format_eval_table(result))
-    if args.out:
-        write_json_atomic(args.out, result)
-        print(f"wrote {args.out}")
-    return 0
+    return run_against_teacher(
+        student=args.student, student_checkpoint=args.student_checkpoint, teacher=args.teacher,
+        teacher_checkpoint=args.teacher_checkpoint, data=args.data, images=args.images,
+        masks_per_image=args.masks_per_image, seed=args.seed, low_res=args.low_res, device=args.device,
+        amp=args.amp, out=args.out)

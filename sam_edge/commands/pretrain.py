@@ -36,11 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     from sam_edge.training.pretrain import PretrainConfig
 
-    from sam_edge.distillation.stages import ConfigError, blame_file
+    from sam_edge.utils.config import ConfigError, blame_file
 
     values: dict = {}
     if args.config:
-        from sam_edge.distillation.stages import read_yaml_mapping
+        from sam_edge.utils.config import read_yaml_mapping
 
         values.update(read_yaml_mapping(args.config))
     flags = set()

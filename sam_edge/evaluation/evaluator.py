@@ -1,11 +1,18 @@
-"""Batched (fast) versions of the two evaluators, with the same figures.
+"""The batched evaluator: one model scored on SA-1B-format data with seeded simulated prompts,
+in one of two modes (:func:`evaluate`, CLI ``sam-edge evaluate --against teacher|gt``):
 
-* :func:`evaluate_student` = :func:`distill.distill.evaluate_student` (``sam-edge eval``);
-* :func:`evaluate_promptable` = :func:`distill.pretrain.evaluate` (``sam-edge evaluate``,
-  pretraining validation).
+* ``against="teacher"``, :func:`evaluate_student`: a student's masks against its teacher's for the
+  same prompts (1 point with each model's own choice of its 3 masks, the best of the student's
+  3, 2 points, a box), and both models against the ground truth (``sam-edge eval`` is this mode);
+* ``against="gt"``, :func:`evaluate_promptable`: a model's masks against the ground truth (1
+  point, 1 point + error-region corrections, a noisy box; SAM's protocol: the mask's centre
+  click, the exact box), optionally per mask-area bucket (pretraining's validation).
 
-Both keep the slow versions' random draws exactly (same generators, same calls in the same
-order, on the CPU), so images, masks and prompts are identical. What changes is how the models
+:func:`format_eval_table` prints the teacher mode's result. Both modes keep the sequential
+versions' random draws exactly (same generators, same calls in the same order, on the CPU), so
+images, masks and prompts are identical to one image at a time (the tests' reference,
+``tests/eval_reference.py``; the per-image scoring of the distillation's periodic validation is
+:mod:`sam_edge.evaluation.validation`). What changes is how the models
 run: ``batch_images`` images are encoded together, the decoder runs once per prompt kind (or once
 for several kinds) over all masks of the chunk, with each mask's image embedding *indexed* from
 the batch (no repeat per image), masks are upsampled with one ``F.interpolate`` per call and
@@ -33,13 +40,15 @@ from sam_edge.modeling.sam import Sam
 
 from sam_edge.data import SA1BDataset, SkipReport
 from sam_edge.data.sa1b import SampleError
-from sam_edge.distillation.stages import (PROMPT_KINDS, _amp_dtype, _autocast, _id_seed, _image_rel_id, _load_sa1b_sample,
-                      _make_prompts, _metric_order, _mix)
+from sam_edge.data.batches import id_seed, image_rel_id, load_sa1b_sample
+from sam_edge.evaluation.validation import PROMPT_KINDS, make_prompts, metric_order
+from sam_edge.training.engine import mix_seed
+from sam_edge.utils.device import amp_dtype, autocast_for
 from sam_edge.training.losses import sam_loss
 from sam_edge.training.pretrain import AREA_BUCKETS, decode, encode, prepare_item
 from sam_edge.data.prompts import center_points, error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
 
-__all__ = ["evaluate_student", "evaluate_promptable", "batched_mask_iou"]
+__all__ = ["AGAINST", "batched_mask_iou", "evaluate", "evaluate_promptable", "evaluate_student", "format_eval_table"]
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -61,7 +70,7 @@ def _decode_merged(model: Sam, emb: torch.Tensor, rows: torch.Tensor,
                    groups: Sequence[tuple[Any, Any, bool]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Several prompt groups for the same P masks (image embedding ``emb[rows]``) in one mask
     decoder call. ``groups``: (points or None, boxes or None, multimask). Returns per group
-    (low-res logits P x M x L x L, predicted IoU P x M float), as :func:`distill.pretrain.decode`
+    (low-res logits P x M x L x L, predicted IoU P x M float), as :func:`sam_edge.training.pretrain.decode`
     with ``full_res=False``. Groups must give the same number of sparse tokens; otherwise (or
     without ``MaskDecoder.predict_masks``) each group gets its own call."""
     pe = model.prompt_encoder
@@ -93,7 +102,7 @@ def _predict_chunk(model: Sam, images: torch.Tensor, sizes: torch.Tensor, img_id
     outputs, point2, box; pixels outside the image's h x w zeroed, N = S*S or L*L), the point1
     predicted IoUs P x 3, and the low-res side L."""
     device = next(model.parameters()).device
-    with _autocast(device, dtype):
+    with autocast_for(device, dtype):
         emb = encode(model, images.to(device), sizes)
         rows = img_idx.to(device)
         p1, p2, bx = prompts["point1"][0], prompts["point2"][0], prompts["box"][1]
@@ -130,7 +139,7 @@ def _gt_chunk(gt: torch.Tensor, side: int, full_res: bool) -> torch.Tensor:
 
 def _compare_chunk(s: torch.Tensor, s_iou: torch.Tensor, t: torch.Tensor, t_iou: torch.Tensor,
                    gt: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
-    """:func:`distill.distill._compare` for student / teacher / ground truth at once.
+    """:func:`sam_edge.evaluation.validation.compare` for student / teacher / ground truth at once.
     s, t: P x 5 x N (point1 x 3, point2, box), *_iou: P x 3, gt: P x N."""
     rows = torch.arange(s.shape[0])
     s_c, t_c = s_iou.argmax(1), t_iou.argmax(1)
@@ -169,7 +178,7 @@ def evaluate_student(
     progress: bool = False,
     batch_images: int = 8,
 ) -> dict[str, Any]:
-    """:func:`distill.distill.evaluate_student` (same arguments, images, masks, prompts and
+    """The sequential student-vs-teacher evaluation (same arguments, images, masks, prompts and
     result), ``batch_images`` images at a time: one encoder call per model and chunk, one
     decoder call for point1 + box (2 sparse tokens each) and one for point2, IoUs of the whole
     chunk at once."""
@@ -186,7 +195,7 @@ def evaluate_student(
 
     size = teacher.image_size
     dev_s, dev_t = next(student.parameters()).device, next(teacher.parameters()).device
-    dtype_s, dtype_t = _amp_dtype(dev_s, amp), _amp_dtype(dev_t, amp)
+    dtype_s, dtype_t = amp_dtype(dev_s, amp), amp_dtype(dev_t, amp)
     was = (student.training, teacher.training)
     student.eval()
     teacher.eval()
@@ -200,15 +209,15 @@ def evaluate_student(
         while len(used) < want and idx < len(dataset):
             recs, ids = [], []
             while len(recs) < min(batch_images, want - len(used)) and idx < len(dataset):
-                sid = _image_rel_id(dataset.path(idx), dataset.root)
+                sid = image_rel_id(dataset.path(idx), dataset.root)
                 idx += 1
-                g = torch.Generator().manual_seed(_mix(seed, _id_seed(sid)))
+                g = torch.Generator().manual_seed(mix_seed(seed, id_seed(sid)))
                 try:
-                    rec = _load_sa1b_sample(dataset, idx - 1, size, masks_per_image, g)
+                    rec = load_sa1b_sample(dataset, idx - 1, size, masks_per_image, g)
                 except SampleError as exc:
                     dataset.report.skip(exc.path, exc.reason, exc.detail)
                     continue
-                recs.append((rec, _make_prompts(rec, PROMPT_KINDS, g)))
+                recs.append((rec, make_prompts(rec, PROMPT_KINDS, g)))
                 ids.append(sid)
             if not recs:
                 break
@@ -244,7 +253,7 @@ def evaluate_student(
         student.train(was[0])
         teacher.train(was[1])
     result: dict[str, Any] = {
-        name: {k: float(torch.cat(vals[k]).mean()) for k in _metric_order(list(vals))} for name, vals in acc.items()}
+        name: {k: float(torch.cat(vals[k]).mean()) for k in metric_order(list(vals))} for name, vals in acc.items()}
     result["images"] = len(used)
     result["masks"] = int(sum(len(v) for v in acc["student_vs_teacher"]["box"]))
     result["masks_per_image"] = masks_per_image
@@ -340,7 +349,7 @@ def evaluate_promptable(
     *,
     batch_images: int = 8,
 ) -> dict[str, Any]:
-    """:func:`distill.pretrain.evaluate` (same arguments, prompts and result), ``batch_images``
+    """The sequential promptable evaluation (same arguments, prompts and result), ``batch_images``
     images at a time.
 
     The slow version draws everything from one generator ``g``, image after image: the mask
@@ -398,3 +407,49 @@ def evaluate_promptable(
                 row = {k: float(v[sel].mean()) for k, v in per_mask.items()}
                 out["by_area"][f"{lo}-{hi}"] = {**row, "masks": int(sel.sum())}
     return out
+
+
+# ------------------------------------------------------------------------------- the one entry
+#: the two modes: a student against its teacher, a model against the ground truth
+AGAINST = ("teacher", "gt")
+
+
+def evaluate(model: Sam, dataset: SA1BDataset, *, against: str, teacher: Optional[Sam] = None,
+             images: Optional[int] = None, masks_per_image: int = 8, seed: Optional[int] = None,
+             batch_images: int = 8, **options: Any) -> dict[str, Any]:
+    """Score ``model`` on ``dataset`` (the first ``images`` usable images, ``masks_per_image``
+    ground-truth masks each).
+
+    ``against="teacher"``: :func:`evaluate_student` (``model`` is the student; ``teacher``
+    required; ``seed`` default 0; ``options``: ``full_res``, ``amp``, ``progress``).
+    ``against="gt"``: :func:`evaluate_promptable` (``seed`` default 1; ``options``:
+    ``corrections``, ``by_area``; skipped samples go to ``dataset.report``)."""
+    if against == "teacher":
+        if teacher is None:
+            raise ValueError("evaluate against the teacher needs a teacher model")
+        return evaluate_student(model, teacher, dataset, images=images, masks_per_image=masks_per_image,
+                                seed=0 if seed is None else seed, batch_images=batch_images, **options)
+    if against == "gt":
+        indices = list(range(len(dataset)))[:images]
+        return evaluate_promptable(model, dataset, indices, masks_per_image, seed=1 if seed is None else seed,
+                                   report=dataset.report, batch_images=batch_images, **options)
+    raise ValueError(f"against must be one of {AGAINST}, got {against!r}")
+
+
+# ------------------------------------------------------------------------------------- output
+_ROW_NAMES = {"point1": "1 point (own IoU choice)", "point1_oracle": "1 point (best of 3)",
+              "point2": "2 points", "box": "box"}
+
+
+def format_eval_table(result: dict[str, Any]) -> str:
+    """A small text table of :func:`evaluate_student`'s result."""
+    cols = ("student_vs_teacher", "student_vs_gt", "teacher_vs_gt")
+    heads = ("student vs teacher", "student vs GT", "teacher vs GT")
+    keys = metric_order(list(result["student_vs_teacher"]))
+    w0 = max(len(_ROW_NAMES.get(k, k)) for k in keys) + 2
+    lines = [f"{'prompt':<{w0}}" + "".join(f"{h:>20}" for h in heads)]
+    for k in keys:
+        cells = "".join(f"{result[c].get(k, float('nan')):>20.4f}" for c in cols)
+        lines.append(f"{_ROW_NAMES.get(k, k):<{w0}}" + cells)
+    lines.append(f"({result['images']} images, {result['masks']} masks)")
+    return "\n".join(lines)

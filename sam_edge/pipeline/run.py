@@ -16,7 +16,7 @@ Config (YAML, every section strict: an unknown key or a wrong type is an error n
     pipeline: {out: runs/demo}
     data:     {train: {num_images, image_size, seed} | null, heldout: {...} | null, workers: 2}
     cache:    {dtype: fp16, batch_size: 8}
-    distill:  {... the distillation config (distill/distill.py); its data / cache / teacher are used ...}
+    distill:  {... the distillation config (sam_edge/distillation/config.py); its data / cache / teacher are used ...}
     eval:     {data: data/heldout256, images: 200, masks_per_image: 8}
     export:   {formats: "onnx,executorch,tflite,coreml", precision: "fp32,fp16,int8", calib_images: 16,
                verify_images: 8, accept: {"tflite:int8_static": "reason"}}
@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from sam_edge.distillation.stages import ConfigError, DistillConfig, _apply_override, _parse_section, config_from_dict, read_yaml_mapping
+from sam_edge.distillation.config import DistillConfig, config_from_dict
+from sam_edge.utils.config import ConfigError, apply_override, parse_section, read_yaml_mapping
 
 
 @dataclass
@@ -140,13 +141,13 @@ def _pipeline_config(raw: dict, path: str | Path, overrides: Sequence[str], out:
         node = raw.setdefault(section, {})
         if node is None:
             node = raw[section] = {}
-        _apply_override(node, item.split(".", 1)[1], root=section)
+        apply_override(node, item.split(".", 1)[1], root=section)
     export_raw = dict(raw.get("export") or {})
     accept = export_raw.pop("accept", None) or {}
     if not isinstance(accept, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in accept.items()):
-        raise ConfigError("sam_edge.export.accept: expected a mapping of [format:]precision -> reason (strings)")
+        raise ConfigError("export.accept: expected a mapping of [format:]precision -> reason (strings)")
     raw["export"] = export_raw
-    parsed = {name: _parse_section(cls, raw.get(name) or {}, name) for name, cls in SECTIONS.items()}
+    parsed = {name: parse_section(cls, raw.get(name) or {}, name) for name, cls in SECTIONS.items()}
     if "distill" not in raw:
         raise ConfigError("distill: required section (teacher, student, data, cache, out, stage1, stage2)")
     distill = config_from_dict(raw["distill"] or {})
@@ -165,14 +166,14 @@ def _validate(cfg: PipelineConfig) -> None:
             raise ConfigError(f"{name}: num_images must be >= 1 and image_size >= 16")
     if cfg.cache.dtype not in ("fp16", "bf16", "fp32"):
         raise ConfigError(f"cache.dtype: must be fp16, bf16 or fp32, got {cfg.cache.dtype!r}")
-    for key in ("eval.images", "eval.masks_per_image", "sam_edge.export.verify_images", "bench.num_images",
+    for key in ("eval.images", "eval.masks_per_image", "export.verify_images", "bench.num_images",
                 "bench.masks_per_image", "bench.runs", "bench.threads", "cache.batch_size"):
         sec, name = key.split(".")
         if getattr(getattr(cfg, sec), name) < 1:
             raise ConfigError(f"{key}: must be >= 1")
     try:
-        parse_list(cfg.export.formats, "sam_edge.export.formats", list(FORMATS))
-        parse_list(cfg.export.precision, "sam_edge.export.precision", USER_PRECISIONS)
+        parse_list(cfg.export.formats, "export.formats", list(FORMATS))
+        parse_list(cfg.export.precision, "export.precision", USER_PRECISIONS)
         parse_list(cfg.bench.prompts, "bench.prompts", ["point", "box", "points2"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
@@ -280,7 +281,7 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
 
     # distillation (resumes from its checkpoint after a crash)
     def distill_stage():
-        from sam_edge.distillation.stages import run_distill
+        from sam_edge.distillation.distiller import run_distill
 
         s = run_distill(d, resume=True, progress=False)
         return {"student": str(student_file), "sha256": _file_sha(student_file),
@@ -294,14 +295,14 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
         from sam_edge.registry import create_model
         from sam_edge.utils.io import write_json_atomic
 
+        from sam_edge.checkpoint import load_model_spec
         from sam_edge.data import SA1BDataset
-        from sam_edge.distillation.stages import format_eval_table, load_model_spec
-        from sam_edge.evaluation.evaluator import evaluate_student
+        from sam_edge.evaluation.evaluator import evaluate, format_eval_table
 
         teacher = create_model(d.teacher, checkpoint=d.teacher_checkpoint).eval()
         student = load_model_spec(str(student_file)).eval()
-        res = evaluate_student(student, teacher, SA1BDataset(cfg.eval.data, image_size=teacher.image_size),
-                               images=cfg.eval.images, masks_per_image=cfg.eval.masks_per_image)
+        res = evaluate(student, SA1BDataset(cfg.eval.data, image_size=teacher.image_size), against="teacher",
+                       teacher=teacher, images=cfg.eval.images, masks_per_image=cfg.eval.masks_per_image)
         write_json_atomic(run / "eval.json", res)
         log(format_eval_table(res))
         return {"eval": str(run / "eval.json"), "student_vs_teacher": res["student_vs_teacher"]}
@@ -331,14 +332,12 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
           export_stage)
 
     def quantize_stage():
-        from sam_edge.cli import main as cli
+        from sam_edge.commands.quantize import qat
 
         if cfg.quantize.qat_steps <= 0 or "executorch" not in fmts:
             return {"skipped": "quantize.qat_steps = 0" if cfg.quantize.qat_steps <= 0 else "executorch not installed"}
-        rc = cli(["quantize", "--model", str(student_file), "--qat", "--teacher", d.teacher, "--data", d.data,
-                  "--images", str(cfg.quantize.qat_images), "--steps", str(cfg.quantize.qat_steps),
-                  "--lr", str(cfg.quantize.qat_lr), "--out", str(export_dir)])
-        if rc:
+        if qat(str(student_file), str(export_dir), teacher=d.teacher, data=d.data, images=cfg.quantize.qat_images,
+               steps=cfg.quantize.qat_steps, lr=cfg.quantize.qat_lr):
             raise RuntimeError("quantize --qat failed (see above)")
         return {"qat": str(export_dir / "encoder_int8_qat.pte")}
 
@@ -348,23 +347,23 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
     bench_json = run / "bench.json"
 
     def bench_stage():
-        from sam_edge.cli import main as cli
+        from sam_edge.bench.harness import bench
+        from sam_edge.bench.report import markdown_table
 
         b = cfg.bench
         runnable = [f for f in fmts if f != "coreml"]
-        argv = ["bench", "--artifacts", str(export_dir), "--device", "host", "--data", cfg.eval.data, "--teacher",
-                d.teacher, "--prompts", b.prompts, "--num-images", str(b.num_images), "--masks-per-image",
-                str(b.masks_per_image), "--runs", str(b.runs), "--threads", str(b.threads),
-                "--formats", ",".join(runnable), "--torch-model", str(student_file),
-                "--torch-variants", b.torch_variants, "--out", str(bench_json)]
-        if d.teacher_checkpoint:
-            argv += ["--teacher-checkpoint", d.teacher_checkpoint]
-        if b.peers:
-            argv.append("--peers")
         if bench_json.exists():
             bench_json.unlink()
-        if cli(argv) != 0:
-            raise RuntimeError("bench failed (see above)")
+        # what `sam-edge bench --device host` runs with these options (warm-up and seed: its defaults)
+        res = bench([str(export_dir)], "host", cfg.eval.data, d.teacher, str(bench_json),
+                    teacher_checkpoint=d.teacher_checkpoint or None,
+                    prompt_types=[t for t in b.prompts.split(",") if t], num_images=b.num_images,
+                    masks_per_image=b.masks_per_image, runs=b.runs, warmup=3, threads=b.threads,
+                    formats=runnable or None, with_peers=b.peers, seed=0, argv=None, device_options={},
+                    torch_model=str(student_file), torch_checkpoint=None,
+                    torch_variants=[v for v in b.torch_variants.split(",") if v])
+        log(markdown_table([res]))
+        log(f"results: {bench_json}")
         return {"results": str(bench_json)}
 
     stage("bench", {"bench": asdict(cfg.bench), "export": state.data["stages"]["export"]["key"],
@@ -398,7 +397,7 @@ def _dry_run(cfg: PipelineConfig, plan: list[str], fmts, missing, log) -> dict[s
     for key, p in (("distill.teacher_checkpoint", d.teacher_checkpoint), ("distill.student_init", d.student_init)):
         if p and not Path(p).is_file():
             problems.append(f"{key}: {p} does not exist")
-    for key, p, spec in (("sam_edge.data", d.data, cfg.data.train), ("eval.data", cfg.eval.data, cfg.data.heldout)):
+    for key, p, spec in (("distill.data", d.data, cfg.data.train), ("eval.data", cfg.eval.data, cfg.data.heldout)):
         if spec is None and not Path(p).is_dir():
             problems.append(f"{key}: {p} does not exist (and data.{'train' if key.startswith('distill') else 'heldout'} is null)")
     n = cfg.data.train.num_images if cfg.data.train else sum(1 for _ in Path(d.data).glob("*.jpg")) if Path(d.data).is_dir() else 0

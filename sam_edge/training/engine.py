@@ -39,7 +39,11 @@ from torch import nn
 
 from sam_edge.training import ddp
 from sam_edge.training.runlog import append_csv, interrupt_on_sigterm, truncate_csv
+from sam_edge.utils.device import amp_dtype, autocast_for
 from sam_edge.utils.io import atomic_path, remove_stale_temps
+
+#: the autocast helpers of :mod:`sam_edge.utils.device`, under the names the engine exported
+autocast = autocast_for
 
 log = logging.getLogger("sam_edge.training.engine")
 
@@ -62,20 +66,6 @@ def lr_lambda_factory(warmup: int, total: int, min_ratio: float) -> Callable[[in
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return fn
-
-
-def amp_dtype(device: torch.device, amp: str) -> Optional[torch.dtype]:
-    """``auto``: bf16 on CUDA, none on the CPU (measured: bf16 autocast is slower on this
-    project's CPUs); ``bf16`` / ``fp16`` / ``off`` as named."""
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    return torch.float16 if amp == "fp16" else torch.bfloat16
-
-
-def autocast(device: torch.device, dtype: Optional[torch.dtype]):
-    if dtype is None:
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -39,7 +39,8 @@ from sam_edge.registry import create_model
 from sam_edge.utils.io import write_json_atomic
 
 from sam_edge.training import ddp
-from sam_edge.training.engine import Engine, autocast
+from sam_edge.training.engine import Engine
+from sam_edge.utils.device import autocast_for
 
 from sam_edge.data.batches import SA1BItems, dummy_batch
 from sam_edge.data.batches import collate as collate_samples
@@ -84,12 +85,12 @@ class PretrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "PretrainConfig":
         """Strict: unknown keys, wrong types (``pretrain.KEY: expected ...``), non-finite numbers
-        and sizes out of range are :class:`~distill.distill.ConfigError`\ s naming the key."""
-        from sam_edge.distillation.stages import ConfigError, _parse_section
+        and sizes out of range are :class:`~sam_edge.utils.config.ConfigError` errors naming the key."""
+        from sam_edge.utils.config import ConfigError, parse_section
 
         if not isinstance(d, dict):
             raise ConfigError(f"pretrain: expected a mapping of options, got {type(d).__name__}")
-        cfg = _parse_section(cls, d, "pretrain")
+        cfg = parse_section(cls, d, "pretrain")
         cfg.validate()
         return cfg
 
@@ -100,7 +101,7 @@ class PretrainConfig:
                   ("ckpt_every", 1, None), ("log_every", 1, None), ("grad_accum", 1, 65536), ("workers", 0, 1024))
 
     def validate(self) -> "PretrainConfig":
-        from sam_edge.distillation.stages import ConfigError
+        from sam_edge.utils.config import ConfigError
 
         for key, lo, hi in self.INT_RANGES:
             v = getattr(self, key)
@@ -340,7 +341,7 @@ class Trainer(Engine):
         images = batch["images"].to(dev, non_blocking=True)
         gt = batch["masks"].to(dev, non_blocking=True)
         img_idx = batch["img_idx"].to(dev, non_blocking=True)
-        with autocast(dev, self.amp_dtype):
+        with autocast_for(dev, self.amp_dtype):
             loss, parts, ious = self.module(images, batch["input_sizes"], gt, img_idx, first, self.dev_gen)
         return loss, {
             "loss": loss.detach(),
