@@ -499,8 +499,8 @@ def build_student(cfg: DistillConfig, teacher: Sam) -> Sam:
 
 def load_model_spec(spec: str, checkpoint: str | None = None) -> Sam:
     """A registered name (+ optional checkpoint) or a ``.safetensors`` model file
-    (:func:`sam_edge.checkpoint.load_model_spec`)."""
-    from sam_edge.checkpoint import load_model_spec as _load
+    (:func:`sam_edge.registry.load_model_spec`)."""
+    from sam_edge.registry import load_model_spec as _load
 
     return _load(spec, checkpoint)
 
@@ -1029,7 +1029,7 @@ class Distiller:
         if meta.get("embedding_shape") is not None and list(meta["embedding_shape"]) != want_shape:
             problems.append(f"embedding_shape {list(meta['embedding_shape'])} (teacher gives {want_shape})")
         if not problems and isinstance(meta.get("model_config"), dict):
-            old, new = _jsonable(meta["model_config"]), _jsonable(tcfg.to_dict())
+            old, new = _jsonable(ModelConfig.normalize_dict(meta["model_config"])), _jsonable(tcfg.to_dict())
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "description")
             if diff:
                 problems.append(f"a {self.cfg.teacher!r} whose config differs in {diff}")
