@@ -210,7 +210,7 @@ class ModelConfig:
         """Read a config dict in the nested layout (:meth:`to_dict`) or the old flat one. Lists
         become tuples (JSON has none). Unknown keys are refused, naming them; the old flat fields
         of other encoder families (which old flat dicts always hold) are type-checked and ignored.
-        Flat family fields override the nested ones."""
+        Top-level family fields are read as old flat names first and override the nested ones."""
         if not isinstance(data, Mapping):
             raise ValueError(f"model config must be an object (name -> value), got {type(data).__name__}")
         data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
@@ -226,9 +226,9 @@ class ModelConfig:
         for k, v in data.items():
             if k in _COMMON_FIELDS or k in ("name", "encoder_kind", "encoder"):
                 continue
-            if fam.field_for(k) is not None:
+            if k in fam.legacy_names or (k not in others and fam.field_for(k) is not None):
                 flat[k] = v
-            elif k in others:
+            elif k in others:  # an old flat field of another family (e.g. ViT's num_heads in a TinyViT dict)
                 typ, lo = field_check(*others[k])
                 check_value(k, typ, v, lo)
             else:

@@ -9,8 +9,8 @@ from torch import nn
 
 import sam_edge
 from sam_edge.checkpoint import CheckpointError, save_model
-from sam_edge.registry import load_model
 from sam_edge.modeling.repvit import RepDWMixer, RepViT, reparameterize_model
+from sam_edge.registry import load_model
 
 STUDENTS = ["repvit_demo_student", "tinyvit_demo_student", "repvit_sam"]
 DEMO_STUDENTS = ["repvit_demo_student", "tinyvit_demo_student"]
