@@ -32,8 +32,10 @@ __all__ = [
     "check_value",
     "encoder_kinds",
     "family_of",
+    "field_check",
     "fuse_model",
     "get_encoder",
+    "load_builtin_families",
     "register_encoder",
 ]
 
