@@ -36,12 +36,12 @@ def _sample_image() -> np.ndarray:
 
 
 def eager_model(manifest: dict):
-    from sam_edge.modeling.repvit import reparameterize_model
+    from sam_edge.encoders import fuse_model
     from sam_edge.registry import ModelConfig, build_sam
 
     torch.manual_seed(0)
     model = build_sam(ModelConfig.from_dict(manifest["model"]["config"])).eval()
-    reparameterize_model(model)
+    fuse_model(model)
     return model
 
 

@@ -1,9 +1,9 @@
 """sam-edge: Segment Anything for phones, Jetsons and browsers."""
-from .checkpoint import CheckpointError, load_model, save_model
+from .checkpoint import CheckpointError, save_model
 from .image import ImageError, load_image, to_rgb_uint8
 from .modeling.sam import Sam
 from .predictor import PromptError, SamPredictor
-from .registry import ModelConfig, create_model, get_config, list_models
+from .registry import ModelConfig, create_model, get_config, list_models, load_model
 
 __version__ = "0.1.0"
 

@@ -5,6 +5,9 @@ Loading accepts: the official ``segment_anything`` ``.pth`` layout (and MobileSA
 files holding a dict wrapped under ``model`` / ``state_dict`` (training checkpoints). torch files
 are read with ``weights_only=True``: a pickle that needs code execution is refused. Loading is
 strict: missing, unexpected and mis-shaped keys are named in the error.
+
+This module is state-dict and file I/O only: building a model from a name or a file
+(``load_model``, ``load_model_spec``) is :mod:`sam_edge.registry`'s job.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import json
 import pickle
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -157,9 +160,13 @@ def check_state_dict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: s
     raise CheckpointError("; ".join(lines))  # one line: the CLI prints it as its error
 
 
-def load_checkpoint_into(model: nn.Module, path: str | Path, model_name: str | None = None) -> nn.Module:
-    """Strictly load the weights at ``path`` into ``model`` (in place) and return it."""
+def load_checkpoint_into(model: nn.Module, path: str | Path, model_name: str | None = None,
+                         key_filter: Callable[[dict], Mapping[str, torch.Tensor]] | None = None) -> nn.Module:
+    """Strictly load the weights at ``path`` into ``model`` (in place) and return it; ``key_filter``
+    (e.g. an encoder family's ``filter_keys``) may first rewrite a foreign layout's key names."""
     sd, _ = read_state_dict(path)
+    if key_filter is not None:
+        sd = key_filter(dict(sd))
     source = f"checkpoint {path}" + (f" (loading into {model_name!r})" if model_name else "")
     check_state_dict(model, sd, source)
     model.load_state_dict(sd, strict=True)
@@ -183,39 +190,3 @@ def save_model(model: nn.Module, path: str | Path, config: object | None = None)
     if cfg_dict is not None:
         write_json_atomic(path.with_suffix(".json"), cfg_dict)
     return path
-
-
-def load_model_spec(spec: str | Path, checkpoint: str | Path | None = None):
-    """A registered model name (+ optional ``checkpoint``) or the path of a ``.safetensors``
-    written by :func:`save_model` (config in its metadata)."""
-    from .registry import create_model
-
-    p = Path(spec)
-    if p.suffix == ".safetensors" or p.is_file():
-        if checkpoint:
-            raise ValueError(f"{spec} is a model file: give either it or a name + checkpoint, not both")
-        return load_model(p)
-    return create_model(str(spec), checkpoint=checkpoint)
-
-
-def load_model(path: str | Path):
-    """Build a :class:`Sam` from a safetensors file written by :func:`save_model` (the config
-    travels in its metadata) and load its weights."""
-    from .registry import ModelConfig, build_sam
-
-    sd, cfg = read_state_dict(path)
-    if cfg is None:
-        raise CheckpointError(
-            f"checkpoint {path}: carries no sam_edge model config; use "
-            "sam_edge.create_model(NAME, checkpoint=PATH) with the matching model name instead"
-        )
-    try:
-        config = ModelConfig.from_dict(cfg)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path}: its model config (metadata {CONFIG_METADATA_KEY!r}) is not "
-                              f"valid: {exc}") from None
-    model = build_sam(config)
-    model.config = config  # type: ignore[attr-defined]
-    check_state_dict(model, sd, f"checkpoint {path}")
-    model.load_state_dict(sd, strict=True)
-    return model.eval()

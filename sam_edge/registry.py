@@ -1,97 +1,100 @@
-"""Named model variants and the one builder that turns a config into a :class:`Sam`.
+"""Named model variants, the builder that turns a config into a :class:`Sam`, and model loading.
 
-A variant is a :class:`ModelConfig`. ``create_model(name, checkpoint=None, **overrides)`` builds
-it (random init, seeded by the caller) and, given a checkpoint, loads it strictly.
+A variant is a :class:`ModelConfig`: the fields shared by every SAM-family model (input size,
+prompt encoder / mask decoder, pixel statistics) plus ``encoder_kind`` and ``encoder``, the config
+of that image-encoder family (see :mod:`sam_edge.encoders`; each family file registers its own
+variants). ``create_model(name, checkpoint=None, **overrides)`` builds one (random init, seeded by
+the caller) and, given a checkpoint, loads it strictly; :func:`load_model` builds a model from a
+file written by :func:`sam_edge.checkpoint.save_model` (config in its metadata).
+
+Config dicts come in two layouts, both read by :meth:`ModelConfig.from_dict`: the nested one that
+:meth:`ModelConfig.to_dict` writes (``"encoder": {...}``) and the old flat one (every family's
+fields side by side: ``embed_dim``, ``tiny_*``, ``rep_*``...) stored in older checkpoints,
+manifests and caches.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from torch import nn
 
-from .utils.config import dataclass_from_dict
-
-from .modeling.image_encoder import ImageEncoderViT
+from . import encoders
+from .checkpoint import CONFIG_METADATA_KEY, CheckpointError, check_state_dict, read_state_dict
+from .encoders import MAX_DIM  # noqa: F401  (re-exported)
+from .encoders import EncoderFamily, check_fields, check_value, field_check, fuse_model, get_encoder
 from .modeling.mask_decoder import MaskDecoder
 from .modeling.prompt_encoder import PromptEncoder
-from .modeling.repvit import RepViT
 from .modeling.sam import PIXEL_MEAN, PIXEL_STD, Sam
-from .modeling.tiny_vit import TinyViT
 from .modeling.transformer import TwoWayTransformer
 
-ENCODER_KINDS = ("vit", "tiny_vit", "repvit")
+__all__ = [
+    "DECODER_FIELDS",
+    "ModelConfig",
+    "build_image_encoder",
+    "build_sam",
+    "bundled_weights_path",
+    "create_model",
+    "fuse_model",
+    "get_config",
+    "list_models",
+    "load_model",
+    "load_model_spec",
+    "register",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # ENCODER_KINDS was a constant; the kinds are now whatever sam_edge.encoders has registered
+    if name == "ENCODER_KINDS":
+        return encoders.encoder_kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: bounds of a model config read from a file (a checkpoint's metadata): sizes beyond these would
 #: exhaust memory or fail deep inside PyTorch instead of naming the bad field
 MAX_IMAGE_SIZE = 8192
-MAX_DIM = 16384
 MAX_PARAMS = 4_000_000_000
 
+#: the prompt-encoder / mask-decoder fields: a student that keeps them can take over its teacher's
+#: prompt encoder and mask decoder weights unchanged
+DECODER_FIELDS = (
+    "prompt_embed_dim", "mask_in_chans", "decoder_depth", "decoder_num_heads", "decoder_mlp_dim",
+    "iou_head_hidden_dim", "num_multimask_outputs", "pixel_mean", "pixel_std",
+)
 
-def _check_field_types(cfg: Any) -> None:
-    """Each field of ``cfg`` has its declared type (JSON gives lists for tuples: converted by
-    the loader) and sizes are positive and bounded."""
-    import math
-
-    for f in dataclasses.fields(cfg):
-        v, typ, name = getattr(cfg, f.name), str(f.type), f.name
-        lo = 0 if name in ("window_size", "global_attn_indexes") else 1
-        if typ == "str":
-            ok = isinstance(v, str)
-            want = "a string"
-        elif typ == "bool":
-            ok = isinstance(v, bool)
-            want = "true or false"
-        elif typ == "int":
-            ok = isinstance(v, int) and not isinstance(v, bool) and lo <= v <= MAX_DIM
-            want = f"an integer in [{lo}, {MAX_DIM}]"
-        elif typ == "float":
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= 1000
-            want = "a number in (0, 1000]"
-        elif typ.startswith("tuple[int"):
-            ok = isinstance(v, tuple) and 0 < len(v) <= 64 and all(
-                isinstance(x, int) and not isinstance(x, bool) and lo <= x <= MAX_DIM for x in v)
-            want = f"a non-empty list of integers in [{lo}, {MAX_DIM}]"
-        elif typ.startswith("tuple[float"):
-            ok = isinstance(v, tuple) and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-            want = "a list of finite numbers"
-        else:  # pragma: no cover - a new field type: add it above
-            continue
-        if not ok:
-            raise ValueError(f"{name} must be {want}, got {v!r}")
+_CHECKED_FAMILIES: set[str] = set()
 
 
-@dataclass(frozen=True)
+def _family(kind: Any) -> EncoderFamily:
+    check_value("encoder_kind", "str", kind)
+    fam = get_encoder(kind)
+    if kind not in _CHECKED_FAMILIES:
+        clash = sorted(set(fam.field_names) & set(_COMMON_FIELDS))
+        if clash:
+            raise ValueError(f"encoder {kind!r}: config fields {clash} clash with ModelConfig's own fields")
+        _CHECKED_FAMILIES.add(kind)
+    return fam
+
+
+@dataclass(frozen=True, init=False)
 class ModelConfig:
-    """Everything needed to build a SAM-family model. Fields not used by ``encoder_kind`` are
-    ignored by the builder (they keep their defaults)."""
+    """Everything needed to build a SAM-family model.
+
+    ``ModelConfig(name, encoder_kind=None, encoder=None, **fields)``: ``encoder`` is the family's
+    config (e.g. :class:`sam_edge.encoders.vit.ViTConfig`; a dict of its fields; or None for its
+    defaults); ``encoder_kind`` defaults to the family of ``encoder`` (else ``"vit"``). ``fields``
+    are the common fields below and, as overrides of ``encoder``, the family's fields by their
+    names or by the old flat names (``tiny_window_sizes``, ``rep_dims``...). A keyword that no
+    field takes is a ``TypeError`` naming it. The family's fields also read as attributes by the
+    old flat names (``cfg.embed_dim`` of a ViT config, ``cfg.rep_dims`` of a RepViT one)."""
 
     name: str
     encoder_kind: str = "vit"
     image_size: int = 1024
-    patch_size: int = 16
-    patch_embed: str = "patch"  # ViT only: "patch" (SAM's patchify conv) or "conv" (conv stem)
-    # ViT encoder
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
-    window_size: int = 14
-    mlp_ratio: float = 4.0
-    # TinyViT encoder (MobileSAM layout)
-    tiny_embed_dims: tuple[int, ...] = (64, 128, 160, 320)
-    tiny_depths: tuple[int, ...] = (2, 2, 6, 2)
-    tiny_num_heads: tuple[int, ...] = (2, 4, 5, 10)
-    tiny_window_sizes: tuple[int, ...] = (7, 7, 14, 7)
-    # RepViT encoder (convolutional student; also uses mlp_ratio, RepViT's recipe is 2.0)
-    rep_dims: tuple[int, ...] = (48, 96, 192, 384)
-    rep_depths: tuple[int, ...] = (2, 2, 14, 2)
-    rep_use_se: bool = True
+    encoder: Any = None
     # prompt encoder + mask decoder
     prompt_embed_dim: int = 256
     mask_in_chans: int = 16
@@ -108,17 +111,49 @@ class ModelConfig:
     # weights shipped inside the package (sam_edge/weights/<file>), loaded by default
     bundled_weights: str = ""
 
-    def __post_init__(self) -> None:
-        _check_field_types(self)
-        if self.encoder_kind not in ENCODER_KINDS:
-            raise ValueError(f"encoder_kind must be one of {ENCODER_KINDS}, got {self.encoder_kind!r}")
+    def __init__(self, name: str, encoder_kind: str | None = None, encoder: Any = None, **fields: Any) -> None:
+        values = {k: f.default for k, f in _COMMON_FIELDS.items()}
+        overrides = {}
+        for k, v in fields.items():
+            if k in _COMMON_FIELDS:
+                values[k] = v
+            else:
+                overrides[k] = v
+        if encoder_kind is None:
+            encoder_kind = "vit" if encoder is None or isinstance(encoder, Mapping) else encoders.family_of(encoder).kind
+        fam = _family(encoder_kind)
+        mapped: dict[str, Any] = {}
+        unknown = [k for k in overrides if fam.field_for(k) is None]
+        if unknown:
+            raise TypeError(f"ModelConfig {name!r}: unknown field(s) {unknown}: neither a model field nor a field of "
+                            f"encoder {encoder_kind!r} ({', '.join(fam.field_names)})")
+        for k, v in overrides.items():
+            target = fam.field_for(k)
+            if target in mapped:
+                raise TypeError(f"ModelConfig {name!r}: {k} and another keyword both set encoder field {target}")
+            typ, lo = field_check(fam.config_cls, target)
+            check_value(k, typ, v, lo)  # named as given (an old flat name stays recognisable)
+            mapped[target] = v
+        if encoder is None or isinstance(encoder, Mapping):
+            enc = fam.make_config({**dict(encoder or {}), **mapped})
+        elif type(encoder) is fam.config_cls:
+            enc = dataclasses.replace(encoder, **mapped) if mapped else encoder
+        else:
+            raise ValueError(f"encoder: a {type(encoder).__name__} does not configure encoder_kind {encoder_kind!r} "
+                             f"(expected a {fam.config_cls.__name__})")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "encoder_kind", encoder_kind)
+        object.__setattr__(self, "encoder", enc)
+        for k, v in values.items():
+            object.__setattr__(self, k, v)
+        self._validate(fam)
+
+    def _validate(self, fam: EncoderFamily) -> None:
+        check_fields(self, skip=("encoder",))
         if self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
         if not 16 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ValueError(f"image_size must be in [16, {MAX_IMAGE_SIZE}], got {self.image_size}")
-        bad = [i for i in self.global_attn_indexes if not 0 <= i < self.depth]
-        if self.encoder_kind == "vit" and bad:
-            raise ValueError(f"global_attn_indexes must be block indexes in [0, depth={self.depth}), got {bad}")
         for name in ("pixel_mean", "pixel_std"):
             if len(getattr(self, name)) != 3:
                 raise ValueError(f"{name} must hold 3 numbers (R, G, B), got {getattr(self, name)!r}")
@@ -129,15 +164,29 @@ class ModelConfig:
             raise ValueError(f"these sizes give a model of about {params / 1e9:.1f} G parameters (SAM ViT-H: "
                              f"0.64 G); refusing above {MAX_PARAMS / 1e9:.0f} G")
 
+    def __getattr__(self, name: str) -> Any:
+        # only called when normal lookup fails: the family's fields by their old flat names
+        if name.startswith("__") or name in ("encoder", "encoder_kind"):
+            raise AttributeError(name)
+        d = self.__dict__
+        if "encoder" in d and "encoder_kind" in d:
+            target = get_encoder(d["encoder_kind"]).legacy_names.get(name)
+            if target is not None:
+                return getattr(d["encoder"], target)
+            raise AttributeError(f"ModelConfig {d.get('name')!r} (encoder_kind {d['encoder_kind']!r}) has no "
+                                 f"attribute {name!r}")
+        raise AttributeError(name)
+
+    @property
+    def family(self) -> EncoderFamily:
+        """The image-encoder family (see :mod:`sam_edge.encoders`)."""
+        return get_encoder(self.encoder_kind)
+
     def approx_params(self) -> int:
         """A rough parameter count (transformer blocks ~12 d^2, convolutions ignored): enough to
         refuse a config whose sizes would exhaust memory before building it."""
-        if self.encoder_kind == "vit":
-            enc = 12 * self.depth * self.embed_dim ** 2
-        elif self.encoder_kind == "tiny_vit":
-            enc = sum(12 * n * d ** 2 for n, d in zip(self.tiny_depths, self.tiny_embed_dims))
-        else:
-            enc = sum(int(4 * self.mlp_ratio) * n * d ** 2 for n, d in zip(self.rep_depths, self.rep_dims))
+        fam = self.family
+        enc = int(fam.approx_params(self.encoder)) if fam.approx_params is not None else 0
         p = self.prompt_embed_dim
         dec = self.decoder_depth * (8 * p * p + 2 * p * self.decoder_mlp_dim) + self.num_multimask_outputs * 3 * p * p
         return int(enc + dec)
@@ -147,18 +196,83 @@ class ModelConfig:
         """Side of the image embedding grid (64 for a 1024 input)."""
         return self.image_size // 16
 
+    def decoder_fields(self) -> dict[str, Any]:
+        """The prompt-encoder / mask-decoder fields (:data:`DECODER_FIELDS`), e.g. for a student
+        that keeps its teacher's decoder: ``ModelConfig(..., **teacher.decoder_fields())``."""
+        return {f: getattr(self, f) for f in DECODER_FIELDS}
+
     def to_dict(self) -> dict[str, Any]:
+        """The nested layout: common fields, ``encoder_kind`` and ``encoder`` (the family's fields)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        return dataclass_from_dict(cls, data, "model config")
+    def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfig":
+        """Read a config dict in the nested layout (:meth:`to_dict`) or the old flat one. Lists
+        become tuples (JSON has none). Unknown keys are refused, naming them; the old flat fields
+        of other encoder families (which old flat dicts always hold) are type-checked and ignored.
+        Top-level family fields are read as old flat names first and override the nested ones."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"model config must be an object (name -> value), got {type(data).__name__}")
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        kind = data.get("encoder_kind", "vit")
+        fam = _family(kind)
+        nested = data.get("encoder")
+        if nested is not None and not isinstance(nested, Mapping):
+            raise ValueError(f"encoder must be an object (the {kind!r} encoder's fields), got {nested!r}")
+        nested = {k: tuple(v) if isinstance(v, list) else v for k, v in (nested or {}).items()}
+        unknown = [f"encoder.{k}" for k in nested if k not in fam.field_names]
+        flat: dict[str, Any] = {}
+        others = _other_flat_fields()
+        for k, v in data.items():
+            if k in _COMMON_FIELDS or k in ("name", "encoder_kind", "encoder"):
+                continue
+            if k in fam.legacy_names or (k not in others and fam.field_for(k) is not None):
+                flat[k] = v
+            elif k in others:  # an old flat field of another family (e.g. ViT's num_heads in a TinyViT dict)
+                typ, lo = field_check(*others[k])
+                check_value(k, typ, v, lo)
+            else:
+                unknown.append(k)
+        if unknown:
+            known = sorted(f.name for f in dataclasses.fields(cls))
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; known keys: {known} and the fields of "
+                             f"encoder {kind!r}: {list(fam.field_names)}")
+        common = {k: v for k, v in data.items() if k in _COMMON_FIELDS}
+        if "name" not in data:
+            raise ValueError("model config has no 'name'")
+        # the flat family fields as overrides of the nested ones: checked (and named) as given
+        return cls(data["name"], encoder_kind=kind, encoder=nested, **common, **flat)
+
+    @classmethod
+    def normalize_dict(cls, data: Any) -> Any:
+        """``data`` (a config dict of either layout) in :meth:`to_dict`'s layout, for comparing
+        configs stored by older versions; ``data`` itself when it is not a valid config."""
+        try:
+            return cls.from_dict(data).to_dict()
+        except (TypeError, ValueError):
+            return data
+
+
+_COMMON_FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig) if f.name not in ("name", "encoder_kind", "encoder")}
+
+
+def _other_flat_fields() -> dict[str, tuple[type, str]]:
+    """old flat field name -> (config class, field) over every registered family"""
+    out: dict[str, tuple[type, str]] = {}
+    for kind in encoders.encoder_kinds():
+        fam = get_encoder(kind)
+        for old, new in fam.legacy_names.items():
+            out.setdefault(old, (fam.config_cls, new))
+    return out
 
 
 _REGISTRY: dict[str, ModelConfig] = {}
 
 
 def register(config: ModelConfig) -> ModelConfig:
+    """Add a named variant (``config.name``); a name already taken is refused."""
+    if not isinstance(config, ModelConfig):
+        raise TypeError(f"register: expected a ModelConfig, got {type(config).__name__}")
     if config.name in _REGISTRY:
         raise ValueError(f"model {config.name!r} is already registered")
     _REGISTRY[config.name] = config
@@ -166,55 +280,35 @@ def register(config: ModelConfig) -> ModelConfig:
 
 
 def list_models() -> list[str]:
+    encoders.load_builtin_families()
     return sorted(_REGISTRY)
 
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:
-    """The registered config for ``name``, with optional field overrides (e.g. image_size=512)."""
+    """The registered config for ``name``, with optional overrides: common fields (image_size=512)
+    and the encoder family's fields, by name or by the old flat name (``rep_dims=...``)."""
+    if name not in _REGISTRY:
+        encoders.load_builtin_families()
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     cfg = _REGISTRY[name]
-    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+    if not overrides:
+        return cfg
+    if "encoder_kind" in overrides and "encoder" not in overrides and overrides["encoder_kind"] != cfg.encoder_kind:
+        overrides = {**overrides, "encoder": None}  # another family: its defaults
+    return dataclasses.replace(cfg, **overrides)
 
 
 def build_image_encoder(cfg: ModelConfig) -> nn.Module:
-    if cfg.encoder_kind == "vit":
-        return ImageEncoderViT(
-            img_size=cfg.image_size,
-            patch_size=cfg.patch_size,
-            embed_dim=cfg.embed_dim,
-            depth=cfg.depth,
-            num_heads=cfg.num_heads,
-            mlp_ratio=cfg.mlp_ratio,
-            out_chans=cfg.prompt_embed_dim,
-            window_size=cfg.window_size,
-            global_attn_indexes=cfg.global_attn_indexes,
-            patch_embed=cfg.patch_embed,
-        )
-    if cfg.encoder_kind == "repvit":
-        return RepViT(
-            img_size=cfg.image_size,
-            dims=cfg.rep_dims,
-            depths=cfg.rep_depths,
-            mlp_ratio=cfg.mlp_ratio,
-            use_se=cfg.rep_use_se,
-            out_chans=cfg.prompt_embed_dim,
-        )
-    return TinyViT(
-        img_size=cfg.image_size,
-        embed_dims=cfg.tiny_embed_dims,
-        depths=cfg.tiny_depths,
-        num_heads=cfg.tiny_num_heads,
-        window_sizes=cfg.tiny_window_sizes,
-        mlp_ratio=cfg.mlp_ratio,
-        out_chans=cfg.prompt_embed_dim,
-    )
+    """The image encoder of ``cfg``, built by its family."""
+    return cfg.family.build(cfg.encoder, cfg.image_size, cfg.prompt_embed_dim)
 
 
 def build_sam(cfg: ModelConfig, image_encoder: nn.Module | None = None) -> Sam:
-    """Build a :class:`Sam` from a config; pass ``image_encoder`` to swap in a student."""
+    """Build a :class:`Sam` from a config; pass ``image_encoder`` to swap in a student. Without one,
+    the model's ``config`` attribute is ``cfg``."""
     grid = cfg.embedding_size
-    return Sam(
+    model = Sam(
         image_encoder=image_encoder if image_encoder is not None else build_image_encoder(cfg),
         prompt_encoder=PromptEncoder(
             embed_dim=cfg.prompt_embed_dim,
@@ -237,6 +331,9 @@ def build_sam(cfg: ModelConfig, image_encoder: nn.Module | None = None) -> Sam:
         pixel_mean=cfg.pixel_mean,
         pixel_std=cfg.pixel_std,
     )
+    if image_encoder is None:
+        model.config = cfg  # type: ignore[attr-defined]
+    return model
 
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -247,16 +344,26 @@ def bundled_weights_path(cfg: ModelConfig) -> Path | None:
     return WEIGHTS_DIR / cfg.bundled_weights if cfg.bundled_weights else None
 
 
+def _load_weights(model: nn.Module, cfg: ModelConfig, sd: Mapping[str, Any], source: str) -> None:
+    """Strictly load ``sd`` (after the family's key filter for foreign layouts) into ``model``."""
+    fam = cfg.family
+    if fam.filter_keys is not None:
+        sd = fam.filter_keys(dict(sd))
+    check_state_dict(model, sd, source)
+    model.load_state_dict(sd, strict=True)
+
+
 def create_model(
     name: str, checkpoint: str | Path | None = None, *, pretrained: bool = True, **overrides: Any
 ) -> Sam:
     """Build the registered variant ``name`` in eval mode; load ``checkpoint`` strictly if given.
 
     ``checkpoint`` may be an official ``.pth`` (segment_anything / MobileSAM layout), a
-    ``.safetensors`` written by :func:`sam_edge.checkpoint.save_model`, or a torch file holding
-    a dict wrapped under ``model`` / ``state_dict``. Variants that ship weights in the package
-    (``sam_demo_teacher``) load them when no checkpoint is given, unless ``pretrained=False``.
-    Otherwise the weights are random (seed with ``torch.manual_seed``).
+    ``.safetensors`` written by :func:`sam_edge.checkpoint.save_model`, a torch file holding
+    a dict wrapped under ``model`` / ``state_dict``, or a layout the encoder family's key filter
+    recognises. Variants that ship weights in the package (``sam_demo_teacher``) load them when no
+    checkpoint is given, unless ``pretrained=False``. Otherwise the weights are random (seed with
+    ``torch.manual_seed``). ``overrides`` as for :func:`get_config`.
     """
     cfg = get_config(name, **overrides)
     model = build_sam(cfg)
@@ -265,84 +372,38 @@ def create_model(
     if checkpoint is None and pretrained and bundled is not None:
         checkpoint = bundled
     if checkpoint is not None:
-        from .checkpoint import load_checkpoint_into
-
-        load_checkpoint_into(model, checkpoint, model_name=name)
+        sd, _ = read_state_dict(checkpoint)
+        _load_weights(model, cfg, sd, f"checkpoint {checkpoint} (loading into {name!r})")
     return model.eval()
 
 
-_SAM_VARIANTS = {
-    "sam_vit_b": dict(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
-    "sam_vit_l": dict(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
-    "sam_vit_h": dict(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
-}
-_OFFICIAL_FILES = {"sam_vit_b": "sam_vit_b_01ec64.pth", "sam_vit_l": "sam_vit_l_0b3195.pth",
-                   "sam_vit_h": "sam_vit_h_4b8939.pth"}
+def load_model(path: str | Path) -> Sam:
+    """Build a :class:`Sam` from a safetensors file written by :func:`sam_edge.checkpoint.save_model`
+    (the config travels in its metadata, either layout) and load its weights."""
+    sd, cfg = read_state_dict(path)
+    if cfg is None:
+        raise CheckpointError(
+            f"checkpoint {path}: carries no sam_edge model config; use "
+            "sam_edge.create_model(NAME, checkpoint=PATH) with the matching model name instead"
+        )
+    try:
+        config = ModelConfig.from_dict(cfg)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path}: its model config (metadata {CONFIG_METADATA_KEY!r}) is not "
+                              f"valid: {exc}") from None
+    model = build_sam(config)
+    model.config = config  # type: ignore[attr-defined]
+    _load_weights(model, config, sd, f"checkpoint {path}")
+    return model.eval()
 
-for _name, _kw in _SAM_VARIANTS.items():
-    register(ModelConfig(
-        name=_name, encoder_kind="vit", **_kw,
-        description=f"SAM ViT-{_name[-1].upper()} (teacher), 1024 px input",
-        checkpoint_hint=_OFFICIAL_FILES[_name],
-    ))
 
-register(ModelConfig(
-    name="mobilesam_tinyvit", encoder_kind="tiny_vit",
-    description="MobileSAM: TinyViT-5M image encoder + SAM prompt encoder / mask decoder",
-    checkpoint_hint="mobile_sam.pt",
-))
+def load_model_spec(spec: str | Path, checkpoint: str | Path | None = None) -> Sam:
+    """A registered model name (+ optional ``checkpoint``) or the path of a ``.safetensors``
+    written by :func:`sam_edge.checkpoint.save_model` (config in its metadata)."""
+    p = Path(spec)
+    if p.suffix == ".safetensors" or p.is_file():
+        if checkpoint:
+            raise ValueError(f"{spec} is a model file: give either it or a name + checkpoint, not both")
+        return load_model(p)
+    return create_model(str(spec), checkpoint=checkpoint)
 
-# Tiny variants: same code paths, small enough for a 2-core CPU test suite.
-register(ModelConfig(
-    name="sam_test_tiny", encoder_kind="vit", image_size=256, embed_dim=64, depth=4, num_heads=2,
-    global_attn_indexes=(1, 3), window_size=4, prompt_embed_dim=64, decoder_num_heads=4,
-    decoder_mlp_dim=128, iou_head_hidden_dim=64, description="tiny ViT SAM for tests (random init)",
-))
-register(ModelConfig(
-    name="mobilesam_test_tiny", encoder_kind="tiny_vit", image_size=256,
-    tiny_embed_dims=(16, 32, 48, 64), tiny_depths=(1, 1, 1, 1), tiny_num_heads=(1, 2, 3, 4),
-    tiny_window_sizes=(4, 4, 8, 4), prompt_embed_dim=64, decoder_num_heads=4, decoder_mlp_dim=128,
-    iou_head_hidden_dim=64, description="tiny TinyViT SAM for tests (random init)",
-))
-
-# Demo teacher: SAM's architecture, narrowed so that it trains and runs on a 2-core CPU: 256 px
-# input (16 x 16 image embedding), a 6-block ViT-192 encoder, 128-channel prompt encoder / mask
-# decoder. Trained with `sam-edge pretrain` on synthetic SA-1B-format data (see README).
-register(ModelConfig(
-    name="sam_demo_teacher", encoder_kind="vit", image_size=256, embed_dim=192, depth=6, num_heads=3,
-    global_attn_indexes=(2, 5), window_size=8, prompt_embed_dim=128, decoder_num_heads=4,
-    decoder_mlp_dim=1024, iou_head_hidden_dim=128, bundled_weights="sam_demo_teacher.safetensors",
-    description="demo teacher: 6-block ViT-192 SAM at 256 px, 128-d decoder, trained on synthetic data "
-                "(bundled fp16 weights; held-out mIoU box 0.68, 1 point 0.54, 1 point + 8 clicks 0.71)",
-))
-
-# Students: a student swaps only the image encoder. The demo students copy every prompt-encoder
-# / mask-decoder field from the demo teacher, so they can take over its trained prompt encoder
-# and mask decoder weights unchanged (`student.mask_decoder.load_state_dict(...)`).
-_DECODER_FIELDS = (
-    "prompt_embed_dim", "mask_in_chans", "decoder_depth", "decoder_num_heads", "decoder_mlp_dim",
-    "iou_head_hidden_dim", "num_multimask_outputs", "pixel_mean", "pixel_std",
-)
-_DEMO_DECODER = {f: getattr(_REGISTRY["sam_demo_teacher"], f) for f in _DECODER_FIELDS}
-
-register(ModelConfig(
-    name="repvit_demo_student", encoder_kind="repvit", image_size=256, mlp_ratio=2.0,
-    rep_dims=(24, 48, 128, 192), rep_depths=(1, 2, 4, 2), rep_use_se=True, **_DEMO_DECODER,
-    bundled_weights="repvit_demo_student.safetensors",
-    description="demo student: ~1.1M-param RepViT encoder (reparameterisable, BN folds away) at "
-                "256 px with sam_demo_teacher's 128-d decoder; distilled from sam_demo_teacher "
-                "(bundled fp16 weights of `make`'s configs/demo.yaml run; box mIoU vs teacher 0.88)",
-))
-register(ModelConfig(
-    name="tinyvit_demo_student", encoder_kind="tiny_vit", image_size=256,
-    tiny_embed_dims=(24, 48, 96, 160), tiny_depths=(1, 2, 3, 1), tiny_num_heads=(1, 2, 3, 5),
-    tiny_window_sizes=(8, 8, 16, 8), **_DEMO_DECODER,
-    description="demo student: small TinyViT encoder (MobileSAM layout; stages at 64/32/16/16 px, "
-                "windows 8/16/8) at 256 px with sam_demo_teacher's 128-d decoder",
-))
-register(ModelConfig(
-    name="repvit_sam", encoder_kind="repvit", image_size=1024, mlp_ratio=2.0,
-    rep_dims=(48, 96, 192, 384), rep_depths=(2, 2, 14, 2), rep_use_se=True,
-    description="RepViT student (EdgeSAM-class, ~5M-param encoder, stride 16) at 1024 px with SAM's "
-                "256-d prompt encoder / mask decoder: distillation target for sam_vit_h",
-))

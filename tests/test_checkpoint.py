@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import sam_edge
-from sam_edge.checkpoint import CheckpointError, load_model, read_state_dict, save_model
+from sam_edge.checkpoint import CheckpointError, read_state_dict, save_model
+from sam_edge.registry import load_model
 from tests.ref_modeling import build_reference_sam, randomize_
 from tests.test_tiny_vit import mobile_sam_encoder_shapes
 

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 import sam_edge
-from sam_edge.checkpoint import CheckpointError, load_model, save_model
+from sam_edge.checkpoint import CheckpointError, save_model
 from sam_edge.modeling.repvit import RepDWMixer, RepViT, reparameterize_model
+from sam_edge.registry import load_model
 
 STUDENTS = ["repvit_demo_student", "tinyvit_demo_student", "repvit_sam"]
 DEMO_STUDENTS = ["repvit_demo_student", "tinyvit_demo_student"]
@@ -84,8 +85,8 @@ def test_student_configs():
         )
     assert 4e6 <= n_big <= 10e6
     assert 0.5e6 <= n_demo <= 2e6 and n_demo < n_teacher / 2
-    # other encoder kinds keep working with the new fields at their defaults
-    assert teacher.encoder_kind == "vit" and teacher.rep_dims == sam_edge.ModelConfig(name="x").rep_dims
+    # each config holds only its own encoder family's fields
+    assert teacher.encoder_kind == "vit" and not hasattr(teacher.encoder, "use_se") and not hasattr(teacher, "rep_dims")
 
 
 def test_repvit_stays_at_stride_16():

@@ -201,9 +201,9 @@ def torch_pipelines(model_spec: str, checkpoint: Optional[str], manifest: dict, 
     layers), the same model and inputs as the artifacts. Returns (pipelines, artifact records)."""
     import copy
 
-    from sam_edge.checkpoint import load_model_spec
+    from sam_edge.registry import load_model_spec
     from sam_edge.export.wrappers import DecoderWrapper, EncoderWrapper
-    from sam_edge.modeling.repvit import reparameterize_model
+    from sam_edge.encoders import fuse_model
 
     from sam_edge.bench.runner import decoder_feed, peak_rss_mb, stats_ms, timed_runs
 
@@ -214,7 +214,7 @@ def torch_pipelines(model_spec: str, checkpoint: Optional[str], manifest: dict, 
         torch.set_num_threads(threads)
     with np.load(inputs_path) as z:
         inputs = {k: z[k] for k in z.files}
-    base = reparameterize_model(load_model_spec(model_spec, checkpoint).eval())
+    base = fuse_model(load_model_spec(model_spec, checkpoint).eval())
     side = int(manifest["mask_input_size"])
     names = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
     pipes, recs = [], []

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     from sam_edge.export.api import export_format
 
-    from sam_edge.checkpoint import load_model_spec
+    from sam_edge.registry import load_model_spec
 
     model = load_model_spec(args.model, args.checkpoint).eval()
     calib, verify = resolve_images(args)

@@ -1,4 +1,4 @@
-"""List the registered model variants with their encoder, input size and checkpoint file."""
+"""List the registered model variants with their encoder family, input size and checkpoint file."""
 from __future__ import annotations
 
 import argparse
@@ -16,8 +16,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json([c.to_dict() for c in configs], indent=2))
         return 0
-    print(f"{'name':<22} {'encoder':<9} {'input':>5}  {'checkpoint':<22} description")
+    print(f"{'name':<22} {'encoder family':<15} {'input':>5}  {'checkpoint':<22} description")
     for c in configs:
-        enc = f"{c.encoder_kind}"
-        print(f"{c.name:<22} {enc:<9} {c.image_size:>5}  {c.checkpoint_hint or '-':<22} {c.description}")
+        print(f"{c.name:<22} {c.encoder_kind:<15} {c.image_size:>5}  {c.checkpoint_hint or '-':<22} {c.description}")
+    families = sorted({c.encoder_kind for c in configs})
+    print("\nencoder families: " + "; ".join(f"{k}: {_family_summary(k)}" for k in families))
     return 0
+
+
+def _family_summary(kind: str) -> str:
+    from ..encoders import get_encoder
+
+    fam = get_encoder(kind)
+    return fam.description or fam.config_cls.__name__

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sam_edge.checkpoint import load_model_spec
+    from sam_edge.registry import load_model_spec
 
     model = load_model_spec(args.model, args.checkpoint).eval()
     return _torchao(args, model) if args.torchao else _qat(args, model)
@@ -63,7 +63,7 @@ def _torchao(args, model) -> int:
     import torch
 
     from sam_edge.utils.timing import timed
-    from sam_edge.modeling.repvit import reparameterize_model
+    from sam_edge.encoders import fuse_model
 
     from sam_edge.export.quantize import save_torchao, torchao_quantize
     from sam_edge.export.wrappers import DecoderWrapper
@@ -72,7 +72,7 @@ def _torchao(args, model) -> int:
         raise ValueError(f"--out: expected a .pt file for --torchao, got {args.out!r}")
     import copy
 
-    fp32 = reparameterize_model(copy.deepcopy(model).eval())
+    fp32 = fuse_model(copy.deepcopy(model).eval())
     q, details = torchao_quantize(model, args.torchao)
     save_torchao(q, args.out, args.torchao, details)
     torch.manual_seed(0)

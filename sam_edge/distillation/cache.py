@@ -355,6 +355,8 @@ def cache_teacher(
         "num_shards": len(shards),
     })
     if existing is not None:
+        if hasattr(config, "normalize_dict") and isinstance(existing.get("model_config"), dict):  # maybe an older layout
+            existing = {**existing, "model_config": _jsonable(config.normalize_dict(existing["model_config"]))}
         _check_meta(existing, meta, meta_path)
     shards_dir = out / "shards"
     mine = [k for k in range(len(shards)) if k % world == rank]

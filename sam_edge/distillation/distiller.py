@@ -85,7 +85,7 @@ class Distiller:
         if meta.get("embedding_shape") is not None and list(meta["embedding_shape"]) != want_shape:
             problems.append(f"embedding_shape {list(meta['embedding_shape'])} (teacher gives {want_shape})")
         if not problems and isinstance(meta.get("model_config"), dict):
-            old, new = _jsonable(meta["model_config"]), _jsonable(tcfg.to_dict())
+            old, new = _jsonable(ModelConfig.normalize_dict(meta["model_config"])), _jsonable(tcfg.to_dict())
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "description")
             if diff:
                 problems.append(f"a {self.cfg.teacher!r} whose config differs in {diff}")

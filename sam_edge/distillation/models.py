@@ -86,6 +86,6 @@ def build_student(cfg: DistillConfig, teacher: Sam) -> Sam:
 def load_model_spec(spec: str, checkpoint: str | None = None) -> Sam:
     """A registered name (+ optional checkpoint) or a ``.safetensors`` model file
     (:func:`sam_edge.checkpoint.load_model_spec`)."""
-    from sam_edge.checkpoint import load_model_spec as _load
+    from sam_edge.registry import load_model_spec as _load
 
     return _load(spec, checkpoint)

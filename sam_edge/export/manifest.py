@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -24,7 +25,7 @@ def _model_config(model: Sam) -> tuple[str, dict[str, Any]]:
     if cfg is None:
         return "unknown", {}
     data = dataclasses.asdict(cfg)
-    return cfg.name, {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+    return cfg.name, json.loads(json.dumps(data))  # tuples -> lists at every depth (the nested encoder config)
 
 
 def library_versions(extra: Iterable[str] = ()) -> dict[str, str]:

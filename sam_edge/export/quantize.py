@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam_edge.modeling.repvit import reparameterize_model
+from sam_edge.encoders import fuse_model
 from sam_edge.modeling.sam import Sam
 
 TORCHAO_METHODS = ("int8_weight_only", "int8_dynamic")
@@ -46,7 +46,7 @@ def torchao_quantize(model: Sam, method: str) -> tuple[Sam, dict[str, Any]]:
     from torchao.quantization import quantize_
 
     config = _torchao_config(method)
-    q = reparameterize_model(copy.deepcopy(model).eval())
+    q = fuse_model(copy.deepcopy(model).eval())
     linears = {n: m.weight.numel() for n, m in q.named_modules() if isinstance(m, torch.nn.Linear)}
     total = sum(p.numel() for p in q.parameters())
     quantize_(q, config)
@@ -88,7 +88,7 @@ def load_torchao(path: str | Path) -> Sam:
     missing = [k for k in ("state_dict", "config", "method") if not isinstance(payload, dict) or k not in payload]
     if missing:
         raise ValueError(f"{path}: not a torchao model file (missing {', '.join(missing)})")
-    model = reparameterize_model(build_sam(ModelConfig.from_dict(json.loads(payload["config"]))).eval())
+    model = fuse_model(build_sam(ModelConfig.from_dict(json.loads(payload["config"]))).eval())
     from torchao.quantization import quantize_
 
     quantize_(model, _torchao_config(payload["method"]))

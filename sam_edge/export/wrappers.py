@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sam_edge.modeling.repvit import reparameterize_model
+from sam_edge.encoders import fuse_model
 from sam_edge.modeling.sam import Sam
 from sam_edge.runtime.predictor import _pad_raw_with_mean as pad_raw_with_mean  # noqa: F401
 from sam_edge.runtime.predictor import _point_inputs as build_point_inputs  # noqa: F401
@@ -45,10 +45,10 @@ DECODER_OUTPUT_NAMES = ("low_res_masks", "iou_predictions")
 
 
 def prepare_model_for_export(model: Sam) -> Sam:
-    """Eval mode, and RepViT-style branches fused (``reparameterize_model`` is a no-op for
+    """Eval mode, and RepViT-style branches fused (``fuse_model``: the encoder family's fuse; a no-op for
     encoders without ``reparameterize``). In place; returns ``model``."""
     model.eval()
-    reparameterize_model(model)
+    fuse_model(model)
     return model
 
 

@@ -441,7 +441,7 @@ def _summary(cfg: PipelineConfig, run: Path, student_file: Path, total: float) -
     bench = json.loads((run / "bench.json").read_text())
     ev = json.loads((run / "eval.json").read_text())
     size = student_file.stat().st_size / 1e6
-    from sam_edge.checkpoint import load_model
+    from sam_edge.registry import load_model
 
     m = load_model(student_file)
     enc_params = sum(p.numel() for p in m.image_encoder.parameters())

@@ -91,6 +91,13 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+def _same_layout(config: Any, stored: Any) -> Any:
+    """``stored`` (a config dict saved by an older version: maybe the old flat ModelConfig layout)
+    in ``config.to_dict()``'s layout, when ``config``'s class can convert it."""
+    normalize = getattr(type(config), "normalize_dict", None)
+    return normalize(stored) if callable(normalize) else stored
+
+
 class StepSampler:
     """Batch sampler: for each step from ``start``, this rank's slice of the step's global sample
     list, cut into ``accum`` micro-batches of ``(step, index)`` keys (possibly empty)."""
@@ -291,7 +298,7 @@ class Engine:
             raise RunStateError(f"{self.ckpt_path}: holds {state.get('stage')!r}, not {self.name}")
         model_config = getattr(self.model, "config", None)
         if model_config is not None and state.get("model_config") is not None and \
-                _jsonable(state["model_config"]) != _jsonable(model_config.to_dict()):
+                _jsonable(_same_layout(model_config, state["model_config"])) != _jsonable(model_config.to_dict()):
             raise RunStateError(f"{self.ckpt_path}: was written for model {state['model_config'].get('name')!r}, "
                                 f"this run trains {model_config.name!r}; use another out folder")
         self._warn_config_changes(state.get("config") or {})
