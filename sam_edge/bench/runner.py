@@ -6,9 +6,10 @@ runtime libraries and the pure-Python ``sam_edge`` package only, so it is what a
     python -m sam_edge.bench.runner --artifacts DIR --inputs INPUTS.npz --out OUTDIR [--runs 20]
         [--warmup 3] [--threads N] [--formats onnx,executorch,tflite] [--no-isolate] [--import MODULE]
 
-``--import MODULE`` (repeatable) imports a module first: one that registers an export format with
-:func:`sam_edge.formats.register_format` (the harness passes the module each format's spec
-records), so a format registered in the host process runs here too.
+``--import MODULE[:FUNCTION]`` (repeatable) imports a module first (and calls FUNCTION): one that
+registers an export format with :func:`sam_edge.formats.register_format` (the harness passes
+what each format's spec records as ``module``), so a format registered in the host process runs
+here too.
 
 INPUTS.npz (written by :func:`write_inputs`): ``encoder_inputs`` I x 1 x 3 x S x S float32 (as
 the manifest's encoder expects them), ``prompt_image`` P int (image of each prompt),
@@ -189,18 +190,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--formats", default=None, help="only these formats, comma-separated (default: every one "
                                                     "in the manifest)")
-    ap.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                    help="import MODULE first (it registers an export format); repeatable")
+    ap.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE[:FUNCTION]",
+                    help="import MODULE first (and call FUNCTION): it registers an export format; repeatable")
     ap.add_argument("--no-isolate", action="store_true", help="run every pipeline in this process")
     ap.add_argument("--providers", default=None, help="onnxruntime execution providers, comma-separated")
     ap.add_argument("--only", default=None, help=argparse.SUPPRESS)  # FORMAT:PRECISION, used by isolation
     args = ap.parse_args(argv)
-    import importlib
-
+    from sam_edge.formats import load_registrations
     from sam_edge.runtime import load_manifest
 
-    for module in args.imports:
-        importlib.import_module(module)
+    load_registrations(args.imports)
 
     global PROVIDERS
     PROVIDERS = args.providers.split(",") if args.providers else None
@@ -277,15 +276,7 @@ if __name__ == "__main__":
 
 def format_imports(formats) -> list[str]:
     """``--import`` arguments for the formats (names) registered outside ``sam_edge.formats``: the
-    modules their specs record, so the runner process registers them too."""
-    from sam_edge.formats import FormatError, get_format
+    module (or ``module:function``) their specs record, so the runner process registers them too."""
+    from sam_edge.formats import registration_refs
 
-    out: list[str] = []
-    for fmt in formats:
-        try:
-            module = get_format(fmt).module
-        except FormatError:
-            continue  # not registered here: the runner reports the missing backend
-        if module and not module.startswith("sam_edge.formats.") and module not in out:
-            out.append(module)
-    return [a for m in out for a in ("--import", m)]
+    return [a for ref in registration_refs(list(formats)) for a in ("--import", ref)]

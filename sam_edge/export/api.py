@@ -135,11 +135,12 @@ def _export_in_process(model, checkpoint, fmt: str, out_dir, precisions: list[st
 
     from sam_edge.export.common import load_images
 
-    spec = get_format(fmt)
+    from sam_edge.formats import registration_refs
+
     # images are read here once; the job carries arrays (and the model object, or its spec)
     job = {"model": str(model) if isinstance(model, (str, Path)) else model, "checkpoint": checkpoint,
            "format": fmt, "out_dir": str(out_dir), "precisions": list(precisions),
-           "imports": [spec.module] if spec.module else [],
+           "imports": registration_refs([fmt]),
            "kwargs": {**kwargs, **{k: load_images(kwargs[k]) if kwargs[k] is not None else None
                                    for k in ("calib_images", "verify_images")}}}
     with tempfile.TemporaryDirectory(prefix="sam-edge-export-") as tmp:
@@ -154,14 +155,13 @@ def _export_in_process(model, checkpoint, fmt: str, out_dir, precisions: list[st
 def _run_job(path: str) -> int:
     """The child of :func:`_export_in_process`: load the job, export one format. Errors that name
     the bad input are printed as one line (as the CLI prints them), others with their traceback."""
-    import importlib
-
     import torch
+
+    from sam_edge.formats import load_registrations
 
     job = torch.load(path, weights_only=False)
     try:
-        for module in job["imports"]:
-            importlib.import_module(module)
+        load_registrations(job["imports"])
         model = job["model"]
         if isinstance(model, str):
             from sam_edge.checkpoint import load_model_spec

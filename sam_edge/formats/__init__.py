@@ -52,7 +52,9 @@ class FormatSpec:
     backend: Optional[Ref] = None
     platforms: Optional[tuple[str, ...]] = None  # sys.platform values its runtime runs on; None: any
     description: str = ""  # one line for help texts
-    module: Optional[str] = None  # the module that registered it (filled by register_format)
+    # the module that registered it (filled by register_format), or "module:function" registering
+    # it when called: what a fresh process imports (:func:`load_registrations`) to see this format
+    module: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum() or self.name != self.name.lower():
@@ -137,6 +139,28 @@ def register_format(spec: FormatSpec, *, replace: bool = False) -> FormatSpec:
         spec = dataclasses.replace(spec, module=caller if caller != "__main__" else None)
     _REGISTRY[spec.name] = spec
     return spec
+
+
+def load_registrations(refs: Sequence[str]) -> None:
+    """Import each ``module`` (it registers formats when imported) or ``module:function`` (called
+    after the import); what a spec's ``module`` says. Used by fresh processes (bench runner,
+    isolated exports) to see formats registered outside :data:`BUILTIN_FORMATS`."""
+    for ref in refs:
+        module, _, func = ref.partition(":")
+        mod = importlib.import_module(module)
+        if func:
+            getattr(mod, func)()
+
+
+def registration_refs(formats: Sequence[str]) -> list[str]:
+    """The ``module`` refs of the given registered formats that are not built-ins (unknown names
+    are skipped): what a fresh process must load to see them."""
+    out: list[str] = []
+    for name in formats:
+        spec = _REGISTRY.get(name)
+        if spec is not None and name not in BUILTIN_FORMATS and spec.module and spec.module not in out:
+            out.append(spec.module)
+    return out
 
 
 def unregister_format(name: str) -> None:
@@ -263,7 +287,7 @@ def precisions_table() -> str:
 
 __all__ = [
     "BUILTIN_FORMATS", "FormatError", "FormatSpec", "POINTS_AXES", "all_formats", "format_names", "formats_help",
-    "get_format", "installed_formats", "missing_toolchain", "parse_formats", "parse_list", "parse_precisions",
+    "get_format", "installed_formats", "load_registrations", "registration_refs", "missing_toolchain", "parse_formats", "parse_list", "parse_precisions",
     "precisions_for", "precisions_table", "register_format", "runnable_formats", "unregister_format",
     "user_precisions",
 ]
