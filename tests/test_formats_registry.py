@@ -243,3 +243,27 @@ def test_toy_format_through_sam_edge_bench(toy, toy_export, tmp_path):
     assert [(r["format"], r["precision"], r["error"]) for r in rows] == [("torchscript", "fp32", None)]
     # the same random model as teacher: the artifact reproduces it
     assert all(v["vs_teacher"]["miou"] > 0.97 for v in rows[0]["iou"].values())
+
+
+def test_isolated_export_runs_each_format_in_its_own_process(toy, tmp_path, capfd):
+    """``export_model(..., isolate=True)`` (the CLI's default): one process per format, the model
+    object and images passed along, the toy format registered there too; one merged manifest."""
+    from sam_edge.export.api import FormatProcessError, export_model
+    from sam_edge.runtime import load_manifest
+    from tests.export_helpers import calibration_photos
+
+    torch.manual_seed(0)
+    model = sam_edge.create_model("sam_test_tiny").eval()
+    man = export_model(model, tmp_path, formats="torchscript,onnx", precisions="fp32,int8_weights",
+                       verify_images=calibration_photos()[:1], isolate=True)
+    out = capfd.readouterr().out
+    assert "== torchscript ==" in out and "== onnx ==" in out and "skipping precision(s) int8_weights" in out
+    assert {(a["format"], a["file"]) for a in load_manifest(tmp_path)["artifacts"]} == {
+        ("torchscript", "encoder_fp32.pt"), ("torchscript", "decoder_fp32.pt"),
+        ("onnx", "encoder_fp32.onnx"), ("onnx", "decoder_fp32.onnx")} == {(a["format"], a["file"]) for a in
+                                                                          man["artifacts"]}
+    # a failing format: the error names it, what came before is kept
+    with pytest.raises(FormatProcessError, match="format onnx failed") as info:
+        export_model(model, tmp_path, formats="torchscript,onnx", precisions="fp32,int8_static", isolate=True)
+    assert info.value.returncode == 2 and "calibration images" in capfd.readouterr().err
+    assert {a["format"] for a in load_manifest(tmp_path)["artifacts"]} >= {"torchscript"}
