@@ -197,15 +197,11 @@ def runnable_formats() -> list[str]:
 
 
 def user_precisions() -> tuple[str, ...]:
-    """Every precision word some format takes (its precisions and aliases), in a stable order."""
-    words: dict[str, None] = {}
-    for s in all_formats():
-        for w in s.precisions:
-            words.setdefault(w, None)
-        for w in s.aliases:
-            words.setdefault(w, None)
-    order = ("fp32", "fp16", "int8")
-    return tuple([w for w in order if w in words] + [w for w in words if w not in order])
+    """Every precision word some format takes (its precisions and aliases): fp32, fp16, then the
+    others sorted (so ``int8`` / ``palettize`` come before their variants)."""
+    words = {w for s in all_formats() for w in s.words()}
+    first = [w for w in ("fp32", "fp16") if w in words]
+    return tuple(first + sorted(words - set(first)))
 
 
 def precisions_for(fmt: str | FormatSpec, requested: Sequence[str]) -> tuple[list[str], list[str]]:
