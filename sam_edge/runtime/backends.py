@@ -36,11 +36,15 @@ class Backend(Protocol):
 
 def get_backend(fmt: str) -> Backend:
     """A fresh backend instance for artifact format ``fmt`` (from its :class:`FormatSpec`)."""
-    from sam_edge.formats import FormatError, get_format
+    from sam_edge.formats import FormatError, format_names, get_format
 
     try:
         spec = get_format(fmt)
+    except FormatError:
+        raise BackendUnavailable(f"no runtime backend registered for artifact format {fmt!r}; known formats: "
+                                 f"{', '.join(format_names())}") from None
+    try:
         factory = spec.load_backend()
     except FormatError as exc:
-        raise BackendUnavailable(f"no runtime backend for artifact format {fmt!r}: {exc}") from None
+        raise BackendUnavailable(str(exc)) from None
     return factory()
