@@ -31,7 +31,6 @@ import numpy as np
 import torch
 
 MODES = ("direct", "factorised")
-FORMATS = ("onnx", "executorch", "tflite")
 DECODER_FIELDS = ("prompt_embed_dim", "decoder_depth", "decoder_num_heads", "decoder_mlp_dim",
                   "iou_head_hidden_dim", "num_multimask_outputs", "image_size")
 
@@ -101,7 +100,10 @@ def export_decoders(out: Path, mode: str, formats: list[str]) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("--formats", nargs="+", default=list(FORMATS), choices=FORMATS)
+    from sam_edge.formats import runnable_formats
+
+    formats = runnable_formats()  # registered formats whose artifacts run here (Core ML: macOS only)
+    ap.add_argument("--formats", nargs="+", default=formats, choices=formats)
     ap.add_argument("--points", nargs="+", type=int, default=[1])
     ap.add_argument("--repeats", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)

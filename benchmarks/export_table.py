@@ -55,13 +55,13 @@ def encoder_gflop(model) -> float:
 
 
 def decoder_feed(manifest: dict, embedding: np.ndarray, num_points: int) -> dict[str, np.ndarray]:
+    from sam_edge.runtime.feeds import decoder_feed as feed
+
     s = manifest["image_size"]
     rng = np.random.default_rng(0)
     coords = np.concatenate([rng.uniform(0, s, (num_points, 2)), np.zeros((1, 2))]).astype(np.float32)[None]
     labels = np.array([[1.0] * num_points + [-1.0]], np.float32)
-    side = manifest["mask_input_size"]
-    return {"image_embeddings": embedding.astype(np.float32), "point_coords": coords, "point_labels": labels,
-            "mask_input": np.zeros((1, 1, side, side), np.float32), "has_mask_input": np.zeros(1, np.float32)}
+    return feed(embedding, coords, labels)
 
 
 def measure(export_dir: Path, repeats: int, num_points: int, threads: int, formats=None) -> dict:
@@ -83,8 +83,9 @@ def measure(export_dir: Path, repeats: int, num_points: int, threads: int, forma
 
         dec = DecoderWrapper(model, mask_outputs=man["mask_outputs"]).eval()
         feed = decoder_feed(man, emb, num_points)
-        targs = [torch.from_numpy(feed[k]) for k in ("image_embeddings", "point_coords", "point_labels",
-                                                         "mask_input", "has_mask_input")]
+        from sam_edge.runtime.feeds import DECODER_INPUT_NAMES
+
+        targs = [torch.from_numpy(feed[k]) for k in DECODER_INPUT_NAMES]
         eager_dec = timed(lambda: dec(*targs), repeats * 5, warmup=3)
     peak = gemm_peak_gflops()
     gflop = encoder_gflop(model)

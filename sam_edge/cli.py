@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("sam_edge.commands.evaluate", "promptable mIoU (1 point, 1 point + corrections, box) on SA-1B-format data"),
     "cache-teacher": ("sam_edge.commands.cache_teacher", "run the teacher's image encoder once per image and cache the embeddings (sharded, resumable)"),
     "distill": ("sam_edge.commands.distill", "distil a student image encoder from a SAM teacher (embeddings, then prompt-in-the-loop)"),
-    "export": ("sam_edge.commands.export", "export encoder + decoder to ONNX / ExecuTorch / TFLite / Core ML, verified, with a manifest"),
+    "export": ("sam_edge.commands.export", "export encoder + decoder to the registered formats (see its --formats), verified, with a manifest"),
     "quantize": ("sam_edge.commands.quantize", "torchao int8 for PyTorch, or QAT of the encoder for ExecuTorch int8"),
     "bench": ("sam_edge.commands.bench", "latency and IoU drop of exported artifacts on a device (host, ssh://, adb://)"),
     "pipeline": ("sam_edge.commands.pipeline", "the main job: data -> teacher cache -> distill -> eval -> export -> bench -> report"),

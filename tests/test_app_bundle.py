@@ -189,7 +189,7 @@ def test_golden_is_the_runtimes_best_multimask_prediction(tmp_path):
     pytest.importorskip("onnxruntime")
     import torch
 
-    from sam_edge.export.onnx_export import export_onnx
+    from sam_edge.formats.onnx import export_onnx
     from sam_edge import create_model
     from sam_edge.image import load_image
     from sam_edge.runtime.manifest import load_manifest

@@ -96,7 +96,7 @@ def _onnx_tensors(values) -> list:
 @pytest.fixture(scope="module")
 def tiny_export(tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from sam_edge.export.onnx_export import export_onnx
+    from sam_edge.formats.onnx import export_onnx
     from sam_edge import create_model
 
     torch.manual_seed(0)

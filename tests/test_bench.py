@@ -22,7 +22,7 @@ from sam_edge.cli import main  # noqa: E402
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from sam_edge.data.synth import generate_dataset
-    from sam_edge.export.onnx_export import export_onnx
+    from sam_edge.formats.onnx import export_onnx
 
     root = tmp_path_factory.mktemp("bench")
     generate_dataset(root / "data", num_images=3, image_size=128, seed=3)

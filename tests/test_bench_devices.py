@@ -120,7 +120,7 @@ def sshd():
 def tiny_export(tmp_path_factory):
     pytest.importorskip("onnxruntime")
     import sam_edge
-    from sam_edge.export.onnx_export import export_onnx
+    from sam_edge.formats.onnx import export_onnx
 
     d = tmp_path_factory.mktemp("export")
     import torch

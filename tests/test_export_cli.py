@@ -48,7 +48,7 @@ def test_onnx_export_of_unsupported_op_names_op_and_format(tmp_path):
     # in a fresh process: a failed dynamo export can poison later exports in the same process
     code = textwrap.dedent(f"""
         import torch, sam_edge
-        from sam_edge.export.onnx_export import export_onnx, ExportError
+        from sam_edge.formats.onnx import export_onnx, ExportError
         torch.manual_seed(0)
         model = sam_edge.create_model("sam_test_tiny")
         enc = model.image_encoder

@@ -14,7 +14,7 @@ from sam_edge import create_model  # noqa: E402
 from sam_edge.runtime import BackendUnavailable, ManifestError, get_backend, load_manifest, sha256_file  # noqa: E402
 
 from sam_edge.export.common import ExportError, path_size  # noqa: E402
-from sam_edge.export.coreml_export import MAX_POINTS, PREDICTION_NOT_RUN, export_coreml, spec_check  # noqa: E402
+from sam_edge.formats.coreml import MAX_POINTS, PREDICTION_NOT_RUN, export_coreml, spec_check  # noqa: E402
 from sam_edge.export.verify import VerificationError  # noqa: E402
 
 ON_MAC = sys.platform == "darwin"
@@ -140,7 +140,7 @@ def test_unknown_precision_names_format(model, tmp_path):
 
 
 def test_failed_spec_check_raises(export_dir):
-    from sam_edge.export.coreml_export import linux_verify
+    from sam_edge.formats.coreml import linux_verify
 
     verify = linux_verify(lambda e: export_dir / e["file"], "decoder", "fp16", image_size=256, embed_dim=64,
                           num_outputs=3)  # the package has 4 mask outputs

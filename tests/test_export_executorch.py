@@ -22,7 +22,7 @@ from sam_edge.runtime import get_backend, load_manifest, load_predictor  # noqa:
 
 from tests.export_helpers import INT8_REASON, calibration_photos, held_out_photo, mask_iou, tiny  # noqa: E402
 from sam_edge.export.common import ExportError  # noqa: E402
-from sam_edge.export.executorch_export import MAX_POINTS, export_executorch  # noqa: E402
+from sam_edge.formats.executorch import MAX_POINTS, export_executorch  # noqa: E402
 from sam_edge.export.wrappers import DECODER_INPUT_NAMES, DecoderWrapper  # noqa: E402
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_unsupported_op_raises_export_error(tmp_path, test_photo):
 
 
 def test_sam_edge_runtime_imports_no_executorch():
-    code = ("import sys, sam_edge, sam_edge.runtime, sam_edge.runtime.backend_executorch; "
+    code = ("import sys, sam_edge, sam_edge.runtime, sam_edge.formats.executorch; "
             "print('executorch' in sys.modules, 'export' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

@@ -17,7 +17,7 @@ from sam_edge import SamPredictor  # noqa: E402
 from sam_edge.runtime import ManifestError, load_manifest, load_predictor  # noqa: E402
 
 from tests.export_helpers import INT8_REASON, calibration_photos, held_out_photo, mask_iou, tiny  # noqa: E402
-from sam_edge.export.onnx_export import ExportError, _export_error, export_onnx  # noqa: E402
+from sam_edge.formats.onnx import ExportError, _export_error, export_onnx  # noqa: E402
 from sam_edge.export.verify import VerificationError, verify_artifact  # noqa: E402
 from sam_edge.export.wrappers import DecoderWrapper, EncoderWrapper, build_point_inputs, pad_raw_with_mean  # noqa: E402
 

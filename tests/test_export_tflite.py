@@ -15,7 +15,7 @@ from sam_edge.runtime import get_backend, load_manifest, load_predictor  # noqa:
 
 from tests.export_helpers import INT8_REASON, held_out_photo, mask_iou, tiny  # noqa: E402
 from sam_edge.export.common import ExportError  # noqa: E402
-from sam_edge.export.tflite_export import export_tflite  # noqa: E402
+from sam_edge.formats.tflite import export_tflite  # noqa: E402
 
 MAX_POINTS = 6
 
@@ -144,7 +144,7 @@ def test_graphs_hold_no_int8_division_hazard(export_dir):
 
 
 def test_session_names_and_threads(export_dir):
-    from sam_edge.runtime.backend_tflite import LiteRTBackend
+    from sam_edge.formats.tflite import LiteRTBackend
 
     enc = get_backend("tflite").load(export_dir / "encoder_fp32.tflite")
     assert enc.input_names == ["image"] and enc.output_names == ["image_embeddings"]

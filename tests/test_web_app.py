@@ -51,7 +51,7 @@ def _browser_missing() -> str | None:
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from sam_edge.export.onnx_export import export_onnx
+    from sam_edge.formats.onnx import export_onnx
     from sam_edge import create_model
 
     out = tmp_path_factory.mktemp("web_export")

@@ -75,13 +75,13 @@ def make_prompts(samples: Sequence[dict], prompt_types: Sequence[str], seed: int
 
 
 def model_frame_prompt(p: dict, image_size: int, original_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    from sam_edge.runtime.predictor import _point_inputs
+    from sam_edge.runtime.feeds import point_inputs
     from sam_edge.transforms import ResizeLongestSide
 
     tr = ResizeLongestSide(image_size)
     c = tr.apply_coords(p["coords"], original_size) if p["coords"] is not None else None
     b = tr.apply_boxes(p["box"][None], original_size)[0] if p["box"] is not None else None
-    pc, pl = _point_inputs(c, p["labels"], b)
+    pc, pl = point_inputs(c, p["labels"], b)
     return pc[0], pl[0]
 
 
@@ -161,6 +161,10 @@ def run_device(device: str, export_dir: Path, inputs_path: Path, out_dir: Path, 
             formats = [f for f in (formats or ["onnx"]) if f == "onnx"] or ["onnx"]
         if formats:
             cmd += ["--formats", ",".join(formats)]
+        from sam_edge.bench.runner import format_imports
+        from sam_edge.runtime import load_manifest
+
+        cmd += format_imports(formats or {a["format"] for a in load_manifest(export_dir, check_hashes=False)["artifacts"]})
         proc = subprocess.run(cmd, text=True)
         if proc.returncode:
             raise BenchError(f"runner failed on {export_dir} (exit {proc.returncode})")
@@ -216,7 +220,8 @@ def torch_pipelines(model_spec: str, checkpoint: Optional[str], manifest: dict, 
         inputs = {k: z[k] for k in z.files}
     base = fuse_model(load_model_spec(model_spec, checkpoint).eval())
     side = int(manifest["mask_input_size"])
-    names = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
+    from sam_edge.runtime.feeds import DECODER_INPUT_NAMES as names
+
     pipes, recs = [], []
     for v in variants:
         t0 = time.perf_counter()

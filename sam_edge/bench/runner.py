@@ -4,7 +4,12 @@ runtime libraries and the pure-Python ``sam_edge`` package only, so it is what a
 (``ssh://``) runs too.
 
     python -m sam_edge.bench.runner --artifacts DIR --inputs INPUTS.npz --out OUTDIR [--runs 20]
-        [--warmup 3] [--threads N] [--formats onnx,executorch,tflite] [--no-isolate]
+        [--warmup 3] [--threads N] [--formats onnx,executorch,tflite] [--no-isolate] [--import MODULE]
+
+``--import MODULE[:FUNCTION]`` (repeatable) imports a module first (and calls FUNCTION): one that
+registers an export format with :func:`sam_edge.formats.register_format` (the harness passes
+what each format's spec records as ``module``), so a format registered in the host process runs
+here too.
 
 INPUTS.npz (written by :func:`write_inputs`): ``encoder_inputs`` I x 1 x 3 x S x S float32 (as
 the manifest's encoder expects them), ``prompt_image`` P int (image of each prompt),
@@ -38,7 +43,6 @@ import numpy as np
 from sam_edge.utils.io import dumps_json, write_bytes_atomic
 
 ABSENT = -10.0
-RUNNABLE_FORMATS = ("onnx", "executorch", "tflite", "coreml")
 
 
 def stats_ms(seconds: Sequence[float]) -> dict[str, float]:
@@ -91,13 +95,13 @@ def environment(threads: Optional[int]) -> dict[str, Any]:
             "versions": versions}
 
 
-def decoder_feed(inputs: dict, p: int, embeddings: np.ndarray, side: int) -> dict[str, np.ndarray]:
+def decoder_feed(inputs: dict, p: int, embeddings: np.ndarray, side: Optional[int] = None) -> dict[str, np.ndarray]:
+    """The decoder inputs of prompt ``p`` of INPUTS.npz (``side`` is implied by the embeddings)."""
+    from sam_edge.runtime.feeds import decoder_feed as feed
+
     keep = inputs["point_labels"][p] != ABSENT
-    return {"image_embeddings": embeddings[int(inputs["prompt_image"][p])][None].astype(np.float32),
-            "point_coords": inputs["point_coords"][p][keep][None].astype(np.float32),
-            "point_labels": inputs["point_labels"][p][keep][None].astype(np.float32),
-            "mask_input": np.zeros((1, 1, side, side), np.float32),
-            "has_mask_input": np.zeros(1, np.float32)}
+    return feed(embeddings[int(inputs["prompt_image"][p])], inputs["point_coords"][p][keep],
+                inputs["point_labels"][p][keep])
 
 
 PROVIDERS: Optional[list[str]] = None  # onnxruntime execution providers (--providers)
@@ -184,12 +188,18 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--formats", default=None)
+    ap.add_argument("--formats", default=None, help="only these formats, comma-separated (default: every one "
+                                                    "in the manifest)")
+    ap.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE[:FUNCTION]",
+                    help="import MODULE first (and call FUNCTION): it registers an export format; repeatable")
     ap.add_argument("--no-isolate", action="store_true", help="run every pipeline in this process")
     ap.add_argument("--providers", default=None, help="onnxruntime execution providers, comma-separated")
     ap.add_argument("--only", default=None, help=argparse.SUPPRESS)  # FORMAT:PRECISION, used by isolation
     args = ap.parse_args(argv)
+    from sam_edge.formats import load_registrations
     from sam_edge.runtime import load_manifest
+
+    load_registrations(args.imports)
 
     global PROVIDERS
     PROVIDERS = args.providers.split(",") if args.providers else None
@@ -226,7 +236,8 @@ def main(argv=None) -> int:
             cmd = [sys.executable, "-m", "sam_edge.bench.runner", "--artifacts", str(export_dir), "--inputs", args.inputs,
                    "--out", str(out_dir), "--runs", str(args.runs), "--warmup", str(args.warmup),
                    "--only", f"{key[0]}:{key[1]}"] + (["--threads", str(args.threads)] if args.threads else []) \
-                + (["--providers", args.providers] if args.providers else [])
+                + (["--providers", args.providers] if args.providers else []) \
+                + [a for m in args.imports for a in ("--import", m)]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             res = json.loads(line[7:]) if line else {
@@ -261,3 +272,11 @@ def write_inputs(path: str | Path, encoder_inputs: np.ndarray, prompt_image: Seq
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def format_imports(formats) -> list[str]:
+    """``--import`` arguments for the formats (names) registered outside ``sam_edge.formats``: the
+    module (or ``module:function``) their specs record, so the runner process registers them too."""
+    from sam_edge.formats import registration_refs
+
+    return [a for ref in registration_refs(list(formats)) for a in ("--import", ref)]

@@ -65,7 +65,7 @@ def run_against_gt(args: argparse.Namespace) -> int:
 
     import torch
 
-    from sam_edge.checkpoint import load_model_spec
+    from sam_edge.registry import load_model_spec
     from sam_edge.utils.io import dumps_json, write_json_atomic
 
     from sam_edge.data import SA1BDataset
@@ -99,7 +99,7 @@ def run_against_teacher(*, student: str, student_checkpoint: str | None, teacher
     import logging
     import time
 
-    from sam_edge.checkpoint import load_model_spec
+    from sam_edge.registry import load_model_spec
     from sam_edge.registry import bundled_weights_path, create_model, get_config
     from sam_edge.utils.device import resolve_device
     from sam_edge.utils.io import write_json_atomic

@@ -106,7 +106,7 @@ def _qat(args, model) -> int:
     from sam_edge.registry import create_model
 
     from sam_edge.export.common import ExportDir, load_images
-    from sam_edge.export.executorch_export import FORMAT, describe_io, lower_to_pte, versions
+    from sam_edge.formats.executorch import FORMAT, describe_io, lower_to_pte, versions
     from sam_edge.export.quantize import qat_encoder
     from sam_edge.export.wrappers import ENCODER_INPUT_NAMES, ENCODER_OUTPUT_NAMES, EncoderWrapper
 

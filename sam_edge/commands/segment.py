@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, model_required=False)
     parser.add_argument("--artifacts", metavar="DIR",
                         help="run exported artifacts (a `sam-edge export` directory) instead of a PyTorch --model")
-    parser.add_argument("--format", dest="artifact_format", choices=("onnx", "executorch", "tflite", "coreml"),
+    from sam_edge.formats import format_names
+
+    parser.add_argument("--format", dest="artifact_format", choices=format_names(),
                         help="with --artifacts: which format's artifacts (default: the first in the manifest)")
     parser.add_argument("--precision", help="with --artifacts: which precision (default: fp32 if exported)")
     parser.add_argument("--point", type=_point, action="append", default=[], metavar="X,Y[,LABEL]",

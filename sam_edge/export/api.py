@@ -1,92 +1,186 @@
-"""One call for every format: :func:`export_model` (what ``sam-edge export`` runs).
+"""THE export loop: :func:`export_model` (what ``sam-edge export`` and the pipeline run).
 
-Formats and the precisions each takes (``int8`` expands to the format's int8 variants):
+Every format's facts (precisions, the aliases ``int8`` / ``palettize``, toolchain, exporter,
+runtime) live in its :class:`sam_edge.formats.FormatSpec`; ``python -m sam_edge.formats`` prints the
+table. A precision a format does not take is skipped with a note (e.g. ``fp16`` for executorch),
+not an error, so ``precisions=("fp32", "fp16", "int8")`` means "each at every precision it takes".
+Each format merges its artifacts into the directory's ``manifest.json``.
 
-==========  ==================================================  =================================
-format      precisions                                          runtime here
-==========  ==================================================  =================================
-onnx        fp32, fp16, int8_dynamic, int8_static (QDQ)         onnxruntime
-executorch  fp32 (XNNPACK), int8_static (PT2E, XNNPACK)         ExecuTorch Python runtime
-tflite      fp32, fp16, int8_dynamic, int8_static               ai-edge-litert Interpreter
-coreml      fp16, fp32, int8_weights, palettize4, palettize6    macOS only (spec checked on Linux)
-==========  ==================================================  =================================
-
-A precision a format does not take is skipped with a note (e.g. ``fp16`` for executorch),
-not an error, so ``--precision fp32,fp16,int8`` means "each at every precision it supports".
+``isolate=True`` exports each format in a fresh Python process (``python -m sam_edge.export.api
+JOB``): a failed dynamo export can poison later exports in the same process, and the toolchains
+(torch.export, litert-torch, coremltools) leave global state behind. The CLI isolates by default.
 """
 from __future__ import annotations
 
-import importlib
+import json
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
-FORMATS: dict[str, tuple[str, str, tuple[str, ...], dict[str, tuple[str, ...]]]] = {
-    # format: (module, function, precisions, aliases)
-    "onnx": ("sam_edge.export.onnx_export", "export_onnx", ("fp32", "fp16", "int8_dynamic", "int8_static"),
-             {"int8": ("int8_dynamic", "int8_static")}),
-    "executorch": ("sam_edge.export.executorch_export", "export_executorch", ("fp32", "int8_static"),
-                   {"int8": ("int8_static",)}),
-    "tflite": ("sam_edge.export.tflite_export", "export_tflite", ("fp32", "fp16", "int8_dynamic", "int8_static"),
-               {"int8": ("int8_dynamic", "int8_static")}),
-    "coreml": ("sam_edge.export.coreml_export", "export_coreml", ("fp16", "fp32", "int8_weights", "palettize4", "palettize6"),
-               {"int8": ("int8_weights",), "palettize": ("palettize4", "palettize6")}),
-}
-USER_PRECISIONS = ("fp32", "fp16", "int8", "int8_dynamic", "int8_static", "int8_weights",
-                   "palettize", "palettize4", "palettize6")
+from sam_edge.export.common import ExportError
+from sam_edge.formats import (  # noqa: F401 (parse_list / precisions_for re-exported: the pipeline uses them)
+    format_names,
+    get_format,
+    parse_formats,
+    parse_list,
+    parse_precisions,
+    precisions_for,
+    user_precisions,
+)
 
 
-def parse_list(text: str | Sequence[str], what: str, allowed: Sequence[str]) -> list[str]:
-    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
-    bad = [t for t in items if t not in allowed]
-    if bad or not items:
-        raise ValueError(f"{what}: expected a comma-separated list of {list(allowed)}, got {text!r}")
-    return list(dict.fromkeys(items))
+def __getattr__(name: str):
+    # former tables, read from the registry now (sam_edge.pipeline.run still imports them)
+    if name == "FORMATS":
+        return tuple(format_names())
+    if name == "USER_PRECISIONS":
+        return user_precisions()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def precisions_for(fmt: str, requested: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(this format's precisions for the requested ones, the requested ones it does not take)."""
-    _, _, supported, aliases = FORMATS[fmt]
-    out, skipped = [], []
-    for p in requested:
-        names = [q for q in aliases.get(p, (p,)) if q in supported]
-        if not names:
-            skipped.append(p)
-        out.extend(q for q in names if q not in out)
-    return out, skipped
+class FormatProcessError(ExportError):
+    """A format exported in its own process failed; ``returncode`` is that process's exit status."""
+
+    def __init__(self, message: str, returncode: int) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 def export_format(model, fmt: str, out_dir: str | Path, precisions: Sequence[str], **kwargs: Any) -> dict:
-    """Run one format's exporter (``export.<fmt>_export.export_<fmt>``)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"format {fmt!r}: expected one of {list(FORMATS)}")
-    module, func, _, _ = FORMATS[fmt]
-    return getattr(importlib.import_module(module), func)(model, out_dir, precisions, **kwargs)
+    """Run one format's exporter (its spec's ``convert``) in this process; returns the manifest."""
+    return get_format(fmt).load_convert()(model, out_dir, precisions, **kwargs)
+
+
+def clear_export(out_dir: str | Path) -> None:
+    """Remove the manifest of ``out_dir`` and the artifacts it lists (only those inside the folder;
+    nothing else in it is touched): ``sam-edge export --overwrite``."""
+    from sam_edge.export.common import _remove
+    from sam_edge.runtime.manifest import MANIFEST_NAME, ManifestError, artifact_path
+
+    man = Path(out_dir) / MANIFEST_NAME
+    if not man.is_file():
+        return
+    try:
+        arts = json.loads(man.read_text()).get("artifacts", [])
+    except (ValueError, AttributeError):
+        arts = []
+    for art in arts if isinstance(arts, list) else []:
+        try:
+            _remove(artifact_path(out_dir, art))
+        except (ManifestError, OSError):
+            continue  # an entry pointing outside the folder is never deleted
+    man.unlink()
 
 
 def export_model(
     model,
     out_dir: str | Path,
-    formats: Sequence[str] = tuple(FORMATS),
-    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+    formats: Optional[Sequence[str] | str] = None,
+    precisions: Sequence[str] | str = ("fp32", "fp16", "int8"),
     calib_images: Any = None,
     *,
     verify_images: Any = None,
     normalize_inside: bool = True,
     mask_outputs: str = "all",
     accept_failures: Optional[Mapping[str, str]] = None,
+    checkpoint: Optional[str] = None,
+    isolate: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], Any] = print,
 ) -> dict:
-    """Export ``model`` to every format in ``formats`` at every requested precision it takes,
-    into one directory with one manifest. Returns the manifest."""
-    formats = parse_list(formats, "formats", list(FORMATS))
-    precisions = parse_list(precisions, "precision", USER_PRECISIONS)
-    manifest: dict = {}
+    """Export ``model`` to every format in ``formats`` (default: every registered format) at every
+    requested precision it takes, into one directory with one manifest. Returns the manifest.
+
+    ``model``: a :class:`sam_edge.Sam`, or a model spec (registered name or .safetensors file,
+    with ``checkpoint``) loaded here -- or, with ``isolate``, in each format's process.
+    ``calib_images`` / ``verify_images``: folders, paths or uint8 arrays of real images.
+    ``accept_failures``: precision (or 'format:precision') -> reason for an accepted
+    verification miss. ``isolate``: each format in a fresh process (module docstring); a failure
+    there raises :class:`FormatProcessError` (artifacts of earlier formats are kept).
+    ``overwrite``: first remove an earlier export in ``out_dir`` (:func:`clear_export`)."""
+    formats = parse_formats(format_names() if formats is None else formats, "formats")
+    precisions = parse_precisions(precisions, "precision")
+    if overwrite:
+        clear_export(out_dir)
+    jobs = []
     for fmt in formats:
         precs, skipped = precisions_for(fmt, precisions)
         if skipped:
-            print(f"{fmt}: skipping precision(s) {', '.join(skipped)} (not supported by this format)")
-        if not precs:
-            continue
-        manifest = export_format(model, fmt, out_dir, precs, calib_images=calib_images,
-                                 verify_images=verify_images, normalize_inside=normalize_inside,
-                                 mask_outputs=mask_outputs, accept_failures=accept_failures)
+            log(f"{fmt}: skipping precision(s) {', '.join(skipped)} (not supported by this format)")
+        if precs:
+            jobs.append((fmt, precs))
+    kwargs = dict(calib_images=calib_images, verify_images=verify_images, normalize_inside=normalize_inside,
+                  mask_outputs=mask_outputs, accept_failures=dict(accept_failures or {}))
+    if isolate and len(jobs) > 1:
+        for fmt, precs in jobs:
+            log(f"== {fmt} ==")
+            _export_in_process(model, checkpoint, fmt, out_dir, precs, kwargs)
+        from sam_edge.runtime import load_manifest
+
+        return load_manifest(out_dir, check_hashes=False)
+    if isinstance(model, (str, Path)):
+        from sam_edge.registry import load_model_spec
+
+        model = load_model_spec(str(model), checkpoint).eval()
+    manifest: dict = {}
+    for fmt, precs in jobs:
+        manifest = export_format(model, fmt, out_dir, precs, **kwargs)
     return manifest
+
+
+def _export_in_process(model, checkpoint, fmt: str, out_dir, precisions: list[str], kwargs: dict) -> None:
+    import torch
+
+    from sam_edge.export.common import load_images
+
+    from sam_edge.formats import registration_refs
+
+    # images are read here once; the job carries arrays (and the model object, or its spec)
+    job = {"model": str(model) if isinstance(model, (str, Path)) else model, "checkpoint": checkpoint,
+           "format": fmt, "out_dir": str(out_dir), "precisions": list(precisions),
+           "imports": registration_refs([fmt]),
+           "kwargs": {**kwargs, **{k: load_images(kwargs[k]) if kwargs[k] is not None else None
+                                   for k in ("calib_images", "verify_images")}}}
+    with tempfile.TemporaryDirectory(prefix="sam-edge-export-") as tmp:
+        path = Path(tmp) / "job.pt"
+        torch.save(job, path)
+        rc = subprocess.call([sys.executable, "-m", "sam_edge.export.api", str(path)])
+    if rc:
+        raise FormatProcessError(f"format {fmt} failed (exit {rc}); artifacts exported before it are kept in "
+                                 f"{out_dir}", rc)
+
+
+def _run_job(path: str) -> int:
+    """The child of :func:`_export_in_process`: load the job, export one format. Errors that name
+    the bad input are printed as one line (as the CLI prints them), others with their traceback."""
+    import torch
+
+    from sam_edge.formats import load_registrations
+
+    job = torch.load(path, weights_only=False)
+    try:
+        load_registrations(job["imports"])
+        model = job["model"]
+        if isinstance(model, str):
+            from sam_edge.registry import load_model_spec
+
+            model = load_model_spec(model, job["checkpoint"]).eval()
+        export_format(model, job["format"], job["out_dir"], job["precisions"], **job["kwargs"])
+    except (ValueError, KeyError, OSError, ExportError, ImportError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"sam-edge export: error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001
+        from sam_edge.cli import USER_ERRORS
+
+        if type(exc).__name__ not in USER_ERRORS:
+            raise
+        print(f"sam-edge export: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_run_job(sys.argv[1]))

@@ -49,7 +49,7 @@ DEFAULT_IOS = ("coreml", "fp16")
 DEFAULT_ANDROID = ("executorch", "fp32")
 
 # Point labels of the decoder graph (export/wrappers.py) and the TFLite padding-slot label
-# (sam_edge/runtime/backend_tflite.py PAD_LABEL; copied so this module needs no TFLite runtime).
+# (sam_edge/formats/tflite.py PAD_LABEL; copied so this module needs no TFLite runtime).
 LABEL_FOREGROUND = 1.0
 LABEL_BACKGROUND = 0.0
 LABEL_BOX_TOP_LEFT = 2.0

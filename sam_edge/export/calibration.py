@@ -10,7 +10,8 @@ import torch
 
 from sam_edge.modeling.sam import Sam
 
-from sam_edge.export.wrappers import DECODER_INPUT_NAMES, DecoderWrapper, build_point_inputs
+from sam_edge.export.wrappers import DECODER_INPUT_NAMES, DecoderWrapper
+from sam_edge.runtime.feeds import decoder_feed, point_inputs
 
 
 def encoder_calibration_feeds(model: Sam, images: Sequence[np.ndarray], normalize_inside: bool) -> list[dict]:
@@ -25,17 +26,14 @@ def decoder_calibration_feeds(model: Sam, images: Sequence[np.ndarray]) -> list[
     """Eager embeddings of the real images + prompts drawn from them (no mask and mask prompt)."""
     from sam_edge.export.verify import eager_embedding, prompts_from_image
 
-    side = 4 * model.image_size // 16
     wrapper = DecoderWrapper(model, mask_outputs="single").eval()
     feeds = []
     for img in images:
         emb = eager_embedding(model, img)
         for p in prompts_from_image(img, model.image_size):
-            pc, pl = build_point_inputs(p["coords"], p["labels"], p["box"])
-            feed = {"image_embeddings": emb, "point_coords": pc, "point_labels": pl,
-                    "mask_input": np.zeros((1, 1, side, side), np.float32),
-                    "has_mask_input": np.array([0.0], np.float32)}
+            pc, pl = point_inputs(p["coords"], p["labels"], p["box"])
+            feed = decoder_feed(emb, pc, pl)
             feeds.append(feed)
             low, _ = wrapper(*(torch.from_numpy(feed[k]) for k in DECODER_INPUT_NAMES))
-            feeds.append({**feed, "mask_input": low.numpy().copy(), "has_mask_input": np.array([1.0], np.float32)})
+            feeds.append(decoder_feed(emb, pc, pl, low.numpy()))
     return feeds

@@ -2,7 +2,7 @@
 runs), calibration / verification images, staging a file into place, recording and verifying
 an artifact.
 
-A format module (``onnx_export``, ``executorch_export``, ``coreml_export``, ``tflite_export``)
+A format module (``sam_edge.formats.onnx``, ``.executorch``, ``.tflite``, ``.coreml``)
 exports its graphs into a temporary file, then calls :meth:`ExportDir.add` which moves it into
 place atomically, computes sha256 / size, verifies it against eager PyTorch (raising
 :class:`export.verify.VerificationError` on a miss unless a reason is given) and rewrites
@@ -23,7 +23,15 @@ import numpy as np
 from sam_edge.image import load_image
 from sam_edge.modeling.sam import Sam
 
-from sam_edge.export.manifest import MANIFEST_NAME, add_artifact, artifact_entry, new_manifest, write_manifest
+# manifest.py imports nothing from this module (path_size lives there): no import loop
+from sam_edge.export.manifest import (  # noqa: F401 (path_size re-exported)
+    MANIFEST_NAME,
+    add_artifact,
+    artifact_entry,
+    new_manifest,
+    path_size,
+    write_manifest,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -93,21 +101,13 @@ def load_images(source: Any, limit: Optional[int] = None) -> list[np.ndarray]:
     return images[:limit] if limit else images
 
 
-def expand_precisions(precisions: Sequence[str], supported: Sequence[str], aliases: Mapping[str, Sequence[str]],
-                      fmt: str) -> list[str]:
-    """User precisions (e.g. 'int8') -> this format's precision names, in order, deduplicated.
-    Unknown names raise, naming the format and what it supports."""
-    out: list[str] = []
-    for p in precisions:
-        for q in aliases.get(p, (p,)):
-            if q not in supported:
-                raise ValueError(
-                    f"precision {p!r} is not supported by format {fmt!r}; expected one of "
-                    f"{list(supported) + [a for a in aliases if a not in supported]}"
-                )
-            if q not in out:
-                out.append(q)
-    return out
+def expand_precisions(precisions: Sequence[str], fmt: str) -> list[str]:
+    """User precisions (e.g. 'int8') -> format ``fmt``'s precision names, in order, deduplicated
+    (:func:`sam_edge.formats.precisions_for`). One the format does not take raises, naming the
+    format and what it supports."""
+    from sam_edge.formats import get_format
+
+    return get_format(fmt).expand(list(precisions))
 
 
 class ExportDir:
@@ -220,11 +220,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-def path_size(path: str | Path) -> int:
-    """Bytes on disk of a file or a directory (an .mlpackage is a directory)."""
-    p = Path(path)
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    return p.stat().st_size

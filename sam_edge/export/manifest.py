@@ -40,6 +40,14 @@ def library_versions(extra: Iterable[str] = ()) -> dict[str, str]:
     return out
 
 
+def path_size(path: str | Path) -> int:
+    """Bytes on disk of a file or a directory (an .mlpackage is a directory)."""
+    p = Path(path)
+    if p.is_dir():
+        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    return p.stat().st_size
+
+
 def new_manifest(model: Sam, *, normalize_inside: bool, mask_outputs: str) -> dict[str, Any]:
     name, config = _model_config(model)
     grid = model.image_size // 16
@@ -78,8 +86,6 @@ def artifact_entry(
     verification: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
     """One artifact record; sha256 and size are computed from the file now."""
-    from sam_edge.export.common import path_size
-
     path = Path(export_dir) / file
     entry = {
         "role": role,

@@ -144,8 +144,8 @@ def qat_encoder(
     from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
 
-    from sam_edge.export.executorch_export import weight_op_filter
-    from sam_edge.export.onnx_export import MathAttention
+    from sam_edge.formats.executorch import weight_op_filter
+    from sam_edge.export.wrappers import MathAttention
     from sam_edge.export.wrappers import EncoderWrapper
 
     if not train_images or not calib_images or not eval_images:

@@ -22,7 +22,8 @@ import torch
 from sam_edge.modeling.sam import Sam
 from sam_edge.runtime.backends import get_backend
 from sam_edge.runtime.manifest import artifact_path
-from sam_edge.runtime.predictor import _point_inputs, encoder_input  # noqa: F401 (encoder_input re-exported)
+from sam_edge.runtime.feeds import DECODER_INPUT_NAMES, decoder_feed, point_inputs
+from sam_edge.runtime.predictor import encoder_input  # noqa: F401 (re-exported)
 from sam_edge.transforms import ResizeLongestSide
 
 TOLERANCES: dict[str, dict[str, float]] = {
@@ -112,26 +113,23 @@ def verify_decoder(session, model: Sam, images: Sequence[np.ndarray], mask_outpu
     from sam_edge.export.wrappers import DecoderWrapper
 
     eager = DecoderWrapper(model, mask_outputs=mask_outputs).eval()
-    side = 4 * model.image_size // 16
     ious, score_err, n = [], [], 0
     for img in images:
         emb = eager_embedding(model, img)
         for p in prompts_from_image(img, model.image_size):
-            pc, pl = _point_inputs(p["coords"], p["labels"], p["box"])
+            pc, pl = point_inputs(p["coords"], p["labels"], p["box"])
             # first pass without a mask prompt, second with the first pass's single-mask logits
-            mask_in, has = np.zeros((1, 1, side, side), np.float32), 0.0
+            mask_in = None
             for _ in range(2):
-                feed = {"image_embeddings": emb, "point_coords": pc, "point_labels": pl,
-                        "mask_input": mask_in, "has_mask_input": np.array([has], np.float32)}
-                ref = eager(*(torch.from_numpy(feed[k]) for k in
-                              ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")))
+                feed = decoder_feed(emb, pc, pl, mask_in)
+                ref = eager(*(torch.from_numpy(feed[k]) for k in DECODER_INPUT_NAMES))
                 ref_m, ref_s = ref[0].numpy(), ref[1].numpy()
                 out = session.run(feed)
                 got_m, got_s = out["low_res_masks"], out["iou_predictions"]
                 ious.extend(_mask_iou(got_m[0] > 0, ref_m[0] > 0).tolist())
                 score_err.append(float(np.abs(got_s - ref_s).max()))
                 n += 1
-                mask_in, has = ref_m[:, :1].copy(), 1.0
+                mask_in = ref_m[:, :1].copy()
     return {"mask_iou_mean": float(np.mean(ious)), "mask_iou_min": float(np.min(ious)),
             "iou_score_max_abs": max(score_err), "num_prompts": n, "num_images": len(images)}
 

@@ -33,15 +33,16 @@ from torch import nn
 
 from sam_edge.encoders import fuse_model
 from sam_edge.modeling.sam import Sam
+from sam_edge.runtime.feeds import (  # noqa: F401 (canonical names, re-exported)
+    DECODER_INPUT_NAMES,
+    DECODER_OUTPUT_NAMES,
+    ENCODER_INPUT_NAMES,
+    ENCODER_OUTPUT_NAMES,
+)
+from sam_edge.runtime.feeds import point_inputs as build_point_inputs  # noqa: F401
 from sam_edge.runtime.predictor import _pad_raw_with_mean as pad_raw_with_mean  # noqa: F401
-from sam_edge.runtime.predictor import _point_inputs as build_point_inputs  # noqa: F401
 
 MASK_OUTPUT_MODES = ("all", "multimask", "single")
-
-ENCODER_INPUT_NAMES = ("image",)
-ENCODER_OUTPUT_NAMES = ("image_embeddings",)
-DECODER_INPUT_NAMES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
-DECODER_OUTPUT_NAMES = ("low_res_masks", "iou_predictions")
 
 
 def prepare_model_for_export(model: Sam) -> Sam:
@@ -149,3 +150,27 @@ class DecoderWrapper(nn.Module):
             torch.zeros(1, 1, 4 * h, 4 * w),
             torch.tensor([1.0]),
         )
+
+
+class MathAttention(torch.overrides.TorchFunctionMode):
+    """Replaces ``F.scaled_dot_product_attention`` by its math (matmul + softmax) form while
+    tracing: the dynamo ONNX exporter only converts 4-D SDPA, and some encoders call it on 3-D
+    (batch*heads) x tokens x dim tensors; SDPA's decomposition leaves ops XNNPACK cannot take.
+    Numerically the same as SDPA's math kernel. Used by the onnx, executorch and tflite exporters
+    and QAT."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            return _sdpa_math(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+def _sdpa_math(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+    if is_causal or dropout_p or enable_gqa:
+        raise NotImplementedError("MathAttention: causal / dropout / GQA attention is not used by SAM")
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    attn = (q * scale) @ k.transpose(-2, -1)
+    if attn_mask is not None:
+        attn = attn + attn_mask if attn_mask.dtype != torch.bool else attn.masked_fill(~attn_mask, float("-inf"))
+    return attn.softmax(dim=-1) @ v

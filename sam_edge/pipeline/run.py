@@ -295,7 +295,7 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
         from sam_edge.registry import create_model
         from sam_edge.utils.io import write_json_atomic
 
-        from sam_edge.checkpoint import load_model_spec
+        from sam_edge.registry import load_model_spec
         from sam_edge.data import SA1BDataset
         from sam_edge.evaluation.evaluator import evaluate, format_eval_table
 

@@ -18,6 +18,7 @@ from ..image import check_rgb_uint8
 from ..predictor import MAX_POINTS, validate_prompts
 from ..transforms import ResizeLongestSide, normalize_pad
 from .backends import BackendUnavailable, get_backend
+from .feeds import decoder_feed, point_inputs
 from .manifest import MANIFEST_NAME, ManifestError, artifact_path, load_manifest, select_artifacts
 
 
@@ -53,22 +54,6 @@ def upscale_low_res(low_res: np.ndarray, image_size: int, input_size: tuple[int,
     t = t[..., : input_size[0], : input_size[1]]
     t = F.interpolate(t, tuple(original_size), mode="bilinear", align_corners=False)
     return t.numpy()
-
-
-def _point_inputs(coords, labels, box) -> tuple[np.ndarray, np.ndarray]:
-    """Prompts in the model frame -> decoder (point_coords 1 x N x 2, point_labels 1 x N) float32:
-    box corners labelled 2 / 3; without a box, one (0, 0) padding point labelled -1."""
-    cs, ls = [], []
-    if coords is not None:
-        cs.append(np.asarray(coords, np.float32).reshape(-1, 2))
-        ls.append(np.asarray(labels, np.float32).reshape(-1))
-    if box is not None:
-        cs.append(np.asarray(box, np.float32).reshape(2, 2))
-        ls.append(np.array([2.0, 3.0], np.float32))
-    else:
-        cs.append(np.zeros((1, 2), np.float32))
-        ls.append(np.array([-1.0], np.float32))
-    return np.concatenate(cs)[None], np.concatenate(ls)[None]
 
 
 def _positive_int(v: Any) -> int:
@@ -179,14 +164,8 @@ class ArtifactPredictor:
     def decode(self, coords: np.ndarray, labels: np.ndarray, mask_input: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Run the decoder graph on inputs already in the model frame (1 x N x 2, 1 x N)."""
         h, w = self.low_res_size
-        feed = {
-            "image_embeddings": self.features,
-            "point_coords": coords.astype(np.float32),
-            "point_labels": labels.astype(np.float32),
-            "mask_input": (mask_input.reshape(1, 1, h, w).astype(np.float32) if mask_input is not None
-                           else np.zeros((1, 1, h, w), np.float32)),
-            "has_mask_input": np.array([1.0 if mask_input is not None else 0.0], np.float32),
-        }
+        mask = mask_input.reshape(1, 1, h, w) if mask_input is not None else None
+        feed = decoder_feed(self.features, coords, labels, mask)
         out = self.decoder.run(feed)
         return np.asarray(out["low_res_masks"], np.float32), np.asarray(out["iou_predictions"], np.float32)
 
@@ -207,7 +186,7 @@ class ArtifactPredictor:
         )
         coords = self.transform.apply_coords(point_coords, self.original_size) if point_coords is not None else None
         b = self.transform.apply_boxes(box, self.original_size) if box is not None else None
-        pc, pl = _point_inputs(coords, point_labels, b)
+        pc, pl = point_inputs(coords, point_labels, b)
         low_res, iou = self.decode(pc, pl, mask_input)
         if self.mask_outputs == "all":
             sl = slice(1, None) if multimask_output else slice(0, 1)
@@ -230,6 +209,6 @@ class ArtifactPredictor:
 def load_predictor(export_dir: str | Path, precision: Optional[str] = None,
                    fmt: Optional[str] = None) -> ArtifactPredictor:
     """An :class:`ArtifactPredictor` over ``export_dir`` (sha256 of every artifact checked), for
-    artifacts of format ``fmt`` ('onnx', 'executorch', 'tflite', 'coreml'; default: the first
-    listed) and ``precision`` (default fp32)."""
+    artifacts of format ``fmt`` (a registered format, :func:`sam_edge.formats.format_names`;
+    default: the first listed) and ``precision`` (default fp32)."""
     return ArtifactPredictor(export_dir, precision, fmt=fmt)

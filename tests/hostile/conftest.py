@@ -174,7 +174,7 @@ def onnx_dir(tmp_path_factory) -> Path:
     pytest.importorskip("onnxruntime")
     import torch
 
-    from sam_edge.export.onnx_export import export_onnx
+    from sam_edge.formats.onnx import export_onnx
     from sam_edge import create_model
 
     torch.manual_seed(0)

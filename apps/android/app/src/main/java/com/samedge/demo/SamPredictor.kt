@@ -52,7 +52,7 @@ class ExecuTorchGraph(path: File, threads: Int) : SamGraph {
 
 /**
  * LiteRT (TFLite) through the Interpreter's signature runner: litert-torch names the inputs
- * args_0.. and the outputs output_0.. in the wrapper's order (as sam_edge/runtime/backend_tflite.py).
+ * args_0.. and the outputs output_0.. in the wrapper's order (as sam_edge/formats/tflite.py).
  * Integer (full-int8) inputs / outputs are quantised / dequantised here.
  */
 class LiteRtGraph(path: File, threads: Int) : SamGraph {
@@ -64,7 +64,7 @@ class LiteRtGraph(path: File, threads: Int) : SamGraph {
     private fun trailingIndex(name: String) = Regex("(\\d+)$").find(name)?.value?.toInt() ?: 0
 
     /** Decoder inputs 1 and 2 (point_coords, point_labels) padded to the graph's fixed number of
-     * point slots with (0, 0) / PAD_LABEL, as backend_tflite.pad_points; more points are refused. */
+     * point slots with (0, 0) / PAD_LABEL, as sam_edge/formats/tflite.py pad_points; more points are refused. */
     private fun padPoints(inputs: List<Pair<FloatArray, LongArray>>): List<Pair<FloatArray, LongArray>> {
         if (inputs.size != 5) return inputs
         val slots = interpreter.getInputTensorFromSignature(inKeys[2], key).shape()[1]
@@ -257,7 +257,7 @@ class SamPredictor(context: Context, threads: Int = 4) : AutoCloseable {
     }
 
     /** Prompt in original pixels -> (coords 1 x N x 2, labels 1 x N) in the model frame; see
-     * sam_edge/runtime/predictor.py _point_inputs and backend_tflite.pad_points. */
+     * sam_edge/runtime/feeds.py point_inputs and sam_edge/formats/tflite.py pad_points. */
     fun pointInputs(points: List<PointPrompt>, box: RectF? = null): Pair<FloatArray, FloatArray> {
         val slots = ModelConstants.FIXED_POINT_SLOTS
         val maxPoints = if (slots > 0) slots else if (ModelConstants.POINTS_MAX > 0) ModelConstants.POINTS_MAX else MAX_POINTS

@@ -1,4 +1,5 @@
-"""ONNX export: encoder_<precision>.onnx + decoder_<precision>.onnx + manifest.json.
+"""Format ``onnx``: its spec, its exporter (encoder_<precision>.onnx + decoder_<precision>.onnx +
+manifest.json) and its runtime backend (onnxruntime, CPU or the given execution providers).
 
 Precisions: ``fp32``; ``fp16`` (onnxruntime's float16 converter, inputs / outputs kept float32);
 ``int8_dynamic`` (``quantize_dynamic``, int8 weights, activations quantised at run time);
@@ -8,8 +9,9 @@ after ``quant_pre_process``); ``int8`` means both int8 variants.
 Exporter: the dynamo exporter (``torch.onnx.export(..., dynamo=True)``) with SDPA forced to the
 math kernel; if it raises, the TorchScript exporter. Note: after a failed dynamo export, later
 exports in the same process have been seen to fail too; when that happens, export each graph in
-a fresh process (e.g. one ``sam-edge export`` per precision) -- every artifact is independent and
-``export_onnx`` merges into an existing manifest.
+a fresh process (``export_model(..., isolate=True)`` runs each format in its own process; or one
+``sam-edge export`` per precision) -- every artifact is independent and ``export_onnx`` merges
+into an existing manifest.
 """
 from __future__ import annotations
 
@@ -22,12 +24,8 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from sam_edge.modeling.sam import Sam
-from sam_edge.predictor import MAX_POINTS
-
 from sam_edge.export.calibration import decoder_calibration_feeds, encoder_calibration_feeds
 from sam_edge.export.common import ExportDir, ExportError, format_error, load_images
-from sam_edge.export.common import expand_precisions as _expand
 from sam_edge.export.manifest import library_versions
 from sam_edge.export.wrappers import (
     DECODER_INPUT_NAMES,
@@ -36,44 +34,35 @@ from sam_edge.export.wrappers import (
     ENCODER_OUTPUT_NAMES,
     DecoderWrapper,
     EncoderWrapper,
-    build_point_inputs,
+    MathAttention,
 )
+from sam_edge.formats import POINTS_AXES, FormatSpec
+from sam_edge.runtime.backends import BackendUnavailable
 
-PRECISIONS = ("fp32", "fp16", "int8_dynamic", "int8_static")
+FORMAT = "onnx"
+SPEC = FormatSpec(
+    name=FORMAT, suffix=".onnx",
+    precisions=("fp32", "fp16", "int8_dynamic", "int8_static"),
+    aliases={"int8": ("int8_dynamic", "int8_static")},
+    toolchain=("onnx", "onnxruntime", "onnxscript"), runtime_packages=("onnxruntime",),
+    decoder_dynamic_axes=POINTS_AXES,
+    convert=f"{__name__}:export_onnx", backend=f"{__name__}:OnnxRuntimeBackend",
+    description="onnxruntime (QDQ int8_static)",
+)
+PRECISIONS = SPEC.precisions
+MAX_POINTS = SPEC.max_points
+DECODER_DYNAMIC_AXES = SPEC.decoder_dynamic_axes
 DEFAULT_OPSET = 20  # 20: Gelu is one op (at 18 it is Div+Erf+Mul+Add, and ORT ran the student encoder 2x slower)
 # Weight-carrying ops only: quantising LayerNorm / Softmax / residual Adds as well costs accuracy
 # (measured on sam_test_tiny: encoder cosine 0.972 vs 0.978) for little size gain.
 STATIC_QUANT_OPS = ("Conv", "MatMul", "Gemm")
-DECODER_DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
 
 
 def expand_precisions(precisions: Iterable[str]) -> list[str]:
-    return _expand(list(precisions), PRECISIONS, {"int8": ("int8_dynamic", "int8_static")}, "onnx")
+    return SPEC.expand(list(precisions))
 
 
 # -- graph export -------------------------------------------------------------------------------
-class MathAttention(torch.overrides.TorchFunctionMode):
-    """Replaces ``F.scaled_dot_product_attention`` by its math (matmul + softmax) form while
-    tracing: the dynamo ONNX exporter only converts 4-D SDPA, and some encoders call it on 3-D
-    (batch*heads) x tokens x dim tensors. Numerically the same as SDPA's math kernel."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is torch.nn.functional.scaled_dot_product_attention:
-            return _sdpa_math(*args, **kwargs)
-        return func(*args, **kwargs)
-
-
-def _sdpa_math(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    if is_causal or dropout_p or enable_gqa:
-        raise NotImplementedError("MathAttention: causal / dropout / GQA attention is not used by SAM")
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    attn = (q * scale) @ k.transpose(-2, -1)
-    if attn_mask is not None:
-        attn = attn + attn_mask if attn_mask.dtype != torch.bool else attn.masked_fill(~attn_mask, float("-inf"))
-    return attn.softmax(dim=-1) @ v
-
-
 _OP_PATTERNS = (
     r"(aten[:.]{1,2}[A-Za-z_0-9.]+)",
     r"implementation for (\w+)\(",
@@ -270,7 +259,7 @@ def quantize_int8_static(src: Path, dst: Path, feeds: list[dict]) -> dict[str, A
 
 # -- the whole export ---------------------------------------------------------------------------
 def export_onnx(
-    model: Sam,
+    model,
     out_dir: str | Path,
     precisions: Sequence[str] = ("fp32", "fp16", "int8"),
     calib_images: Any = None,
@@ -335,3 +324,44 @@ def export_onnx(
                        exporter=f"torch.onnx ({used[role]})", opset=opset, backend_versions=versions,
                        notes=notes[role])
     return xd.manifest
+
+
+# -- runtime --------------------------------------------------------------------------------------
+class _OrtSession:
+    def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self._sess = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self._sess.get_inputs()]
+        self.output_names = [o.name for o in self._sess.get_outputs()]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {k: np.ascontiguousarray(inputs[k]) for k in self.input_names}
+        outs = self._sess.run(self.output_names, feed)
+        return dict(zip(self.output_names, outs))
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None) -> None:
+        self.providers = providers
+        self.threads = threads
+
+    def load(self, path: Path) -> _OrtSession:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "format 'onnx' needs onnxruntime: pip install 'sam-edge[export]' (or onnxruntime)"
+            ) from exc
+        return _OrtSession(Path(path), self.providers, self.threads)
+
+    def versions(self) -> dict[str, str]:
+        import onnxruntime
+
+        return {"onnxruntime": onnxruntime.__version__}

@@ -1,5 +1,5 @@
-"""ExecuTorch export (XNNPACK delegate): encoder_<precision>.pte + decoder_<precision>.pte +
-manifest.json.
+"""Format ``executorch``: its spec, its exporter (XNNPACK delegate: encoder_<precision>.pte +
+decoder_<precision>.pte + manifest.json) and its runtime backend (``executorch.runtime``).
 
 Precisions: ``fp32`` (XNNPACK fp32) and ``int8_static`` (alias ``int8``): PT2E static
 quantisation with ``XNNPACKQuantizer`` (int8 weights per output channel, symmetric; int8
@@ -16,7 +16,7 @@ Measured (repvit_demo_student, trained; calibrated on 8 synth256 images + 2 phot
 within the int8 tolerances but the weakest artifact; prefer the fp32 decoder where accuracy matters
 (the predictor falls back to it when no int8 decoder is listed).
 
-Graphs: attention runs as explicit matmul + softmax (``onnx_export.MathAttention``): SDPA's
+Graphs: attention runs as explicit matmul + softmax (``export.wrappers.MathAttention``): SDPA's
 decomposition leaves ``any`` / ``where`` / ``logical_not`` nodes XNNPACK cannot take, which
 splits the graph into more partitions. ``torch.export`` -> (PT2E for int8) -> ``to_edge_transform_and_lower`` with the
 ``XnnpackPartitioner`` -> ``to_executorch``. The decoder takes a dynamic number of points
@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -39,28 +40,34 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from sam_edge.modeling.sam import Sam
-from sam_edge.predictor import MAX_POINTS as PROMPT_MAX_POINTS
-
 from sam_edge.export.calibration import decoder_calibration_feeds, encoder_calibration_feeds
 from sam_edge.export.common import ExportDir, ExportError, format_error, load_images
-from sam_edge.export.common import expand_precisions as _expand
 from sam_edge.export.manifest import library_versions
-from sam_edge.export.onnx_export import MathAttention  # SDPA as matmul + softmax: fully delegated, fewer partitions
-from sam_edge.export.wrappers import (
+from sam_edge.export.wrappers import (  # MathAttention: SDPA as matmul + softmax, fewer partitions
     DECODER_INPUT_NAMES,
     DECODER_OUTPUT_NAMES,
     ENCODER_INPUT_NAMES,
     ENCODER_OUTPUT_NAMES,
     DecoderWrapper,
     EncoderWrapper,
+    MathAttention,
 )
+from sam_edge.formats import POINTS_AXES, FormatSpec
+from sam_edge.runtime.backends import BackendUnavailable
+from sam_edge.runtime.feeds import canonical_names
 
 FORMAT = "executorch"
-PRECISIONS = ("fp32", "int8_static")
-ALIASES = {"int8": ("int8_static",)}
-MAX_POINTS = PROMPT_MAX_POINTS  # the prompt rule's limit (sam_edge.predictor.MAX_POINTS)
-DECODER_DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+SPEC = FormatSpec(
+    name=FORMAT, suffix=".pte", precisions=("fp32", "int8_static"), aliases={"int8": ("int8_static",)},
+    toolchain=("executorch", "torchao"), runtime_packages=("executorch",),
+    decoder_dynamic_axes=POINTS_AXES,
+    convert=f"{__name__}:export_executorch", backend=f"{__name__}:ExecuTorchBackend",
+    description="ExecuTorch XNNPACK (PT2E int8_static)",
+)
+PRECISIONS = SPEC.precisions
+ALIASES = SPEC.aliases
+MAX_POINTS = SPEC.max_points  # the prompt rule's limit (sam_edge.predictor.MAX_POINTS)
+DECODER_DYNAMIC_AXES = SPEC.decoder_dynamic_axes
 # XNNPACKQuantizer patterns kept (see module docstring); ops of other patterns stay float.
 QUANT_PATTERNS = ("conv", "linear")
 DECODER_FLOAT_MODULES = ("mask_decoder.iou_prediction_head",)
@@ -69,7 +76,7 @@ _QUANT_TARGETS_PREFIX = ("aten.conv", "aten.linear", "aten.relu")
 
 
 def expand_precisions(precisions: Iterable[str]) -> list[str]:
-    return _expand(list(precisions), PRECISIONS, ALIASES, FORMAT)
+    return SPEC.expand(list(precisions))
 
 
 def versions() -> dict[str, str]:
@@ -248,8 +255,6 @@ def _missing_kernels(prog) -> list[str]:
 def _check_runs(path: Path, args: tuple, ref: Sequence[torch.Tensor], what: str) -> float:
     """Load ``path`` in the ExecuTorch runtime, run it on ``args``; returns max abs error vs
     ``ref`` (recorded as a smoke test; real verification happens in ExportDir.add)."""
-    from sam_edge.runtime.backend_executorch import ExecuTorchBackend
-
     try:
         sess = ExecuTorchBackend().load(path)
         out = sess.run({n: a.numpy() for n, a in zip(sess.input_names, args)})
@@ -276,7 +281,7 @@ def describe_io(names: Sequence[str], tensors: Sequence[torch.Tensor],
 
 # -- the whole export ---------------------------------------------------------------------------
 def export_executorch(
-    model: Sam,
+    model,
     out_dir: str | Path,
     precisions: Sequence[str] = ("fp32", "int8"),
     calib_images: Any = None,
@@ -362,3 +367,107 @@ def export_executorch(
                     backend_versions=vers, notes=notes,
                 )
     return xd.manifest
+
+
+# -- runtime --------------------------------------------------------------------------------------
+# A .pte program has positional inputs / outputs; their names are the canonical ones
+# (sam_edge.runtime.feeds), chosen by arity. Threads: XNNPACK runs on ExecuTorch's process-wide
+# threadpool; ``threads`` (or SAM_EDGE_THREADS) sets its size, by default min(4, available
+# cores). The pool is shared by every loaded program, so the last ``load`` with a different count
+# wins. ``executorch`` is imported in ExecuTorchBackend.load only.
+_PIP_HINT = "format 'executorch' needs the ExecuTorch runtime: pip install executorch"
+
+
+def default_threads() -> int:
+    env = os.environ.get("SAM_EDGE_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def set_threads(threads: int) -> int:
+    """Resize ExecuTorch's threadpool (used by XNNPACK) if needed; returns the thread count."""
+    from executorch.extension.pybindings import portable_lib
+
+    get = getattr(portable_lib, "_threadpool_get_thread_count", None)
+    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+    if reset is None:
+        return get() if get else threads
+    if get is None or get() != threads:
+        reset(int(threads))
+    return get() if get else threads
+
+
+class ExecuTorchSession:
+    """``run(dict of numpy) -> dict of numpy`` over the ``forward`` method of a .pte program."""
+
+    def __init__(self, path: Path, threads: Optional[int] = None, method: str = "forward") -> None:
+        import torch
+        from executorch.runtime import Runtime
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"ExecuTorch program {self.path} does not exist")
+        self.threads = set_threads(threads or default_threads())
+        self._torch = torch
+        program = Runtime.get().load_program(self.path)
+        self._method = program.load_method(method)
+        if self._method is None:
+            raise RuntimeError(f"{self.path}: no method {method!r} (has {sorted(program.method_names)})")
+        meta = self._method.metadata
+        n_in, n_out = meta.num_inputs(), meta.num_outputs()
+        try:
+            ins, outs = canonical_names(n_in)
+        except ValueError:
+            raise RuntimeError(f"{self.path}: {n_in} inputs; expected 1 (image encoder) or 5 (mask decoder)") from None
+        if n_out != len(outs):
+            raise RuntimeError(f"{self.path}: {n_out} outputs; expected {len(outs)} ({', '.join(outs)})")
+        self.input_names = list(ins)
+        self.output_names = list(outs)
+        self._input_dtypes = [self._numpy_dtype(meta.input_tensor_meta(i).dtype()) for i in range(n_in)]
+
+    @staticmethod
+    def _numpy_dtype(et_dtype) -> np.dtype:
+        name = str(et_dtype).rsplit(".", 1)[-1].lower()
+        table = {"float": np.float32, "float32": np.float32, "half": np.float16, "float16": np.float16,
+                 "long": np.int64, "int64": np.int64, "int": np.int32, "int32": np.int32, "bool": np.bool_}
+        return np.dtype(table.get(name, np.float32))
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [k for k in self.input_names if k not in inputs]
+        if missing:
+            raise KeyError(f"{self.path.name}: missing inputs {missing} (expects {self.input_names})")
+        args = [
+            self._torch.from_numpy(np.ascontiguousarray(np.asarray(inputs[k], dtype=dt)))
+            for k, dt in zip(self.input_names, self._input_dtypes)
+        ]
+        outs = self._method.execute(args)
+        # copy: output tensors may be backed by the program's planned memory, reused on the next run
+        return {k: np.array(o.detach().numpy() if hasattr(o, "detach") else o, copy=True)
+                for k, o in zip(self.output_names, outs)}
+
+
+class ExecuTorchBackend:
+    name = "executorch"
+
+    def __init__(self, threads: Optional[int] = None) -> None:
+        self.threads = threads
+
+    def load(self, path: Path) -> ExecuTorchSession:
+        try:
+            import executorch.runtime  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailable(_PIP_HINT) from exc
+        return ExecuTorchSession(Path(path), self.threads)
+
+    def versions(self) -> dict[str, str]:
+        import importlib.metadata as md
+
+        try:
+            return {"executorch": md.version("executorch")}
+        except md.PackageNotFoundError as exc:
+            raise BackendUnavailable(_PIP_HINT) from exc

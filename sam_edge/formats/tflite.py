@@ -1,7 +1,8 @@
-"""TFLite (LiteRT) export: encoder_<precision>.tflite + decoder_<precision>.tflite + manifest.json.
+"""Format ``tflite``: its spec, its exporter (LiteRT: encoder_<precision>.tflite +
+decoder_<precision>.tflite + manifest.json) and its runtime backend (ai-edge-litert).
 
 Graphs are converted with litert-torch (``litert_torch.convert(module, args).export(path)``) and
-run with ai-edge-litert's ``Interpreter`` (:mod:`sam_edge.runtime.backend_tflite`). The
+run with ai-edge-litert's ``Interpreter`` (:class:`LiteRTBackend` below). The
 signature's inputs ``args_0 ..`` / outputs ``output_0 ..`` follow the wrappers' ``forward``
 order; the manifest records them under the canonical names (``signature_name`` keeps the
 tflite name).
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -40,30 +42,48 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from sam_edge.modeling.sam import Sam
-from sam_edge.modeling.transformer import attention_mode, key_token_bias
-from sam_edge.runtime.backend_tflite import PAD_LABEL, SIGNATURE_KEY, LiteRTSession, pad_points
-
 from sam_edge.export.calibration import decoder_calibration_feeds, encoder_calibration_feeds
 from sam_edge.export.common import ExportDir, ExportError, format_error, load_images
-from sam_edge.export.common import expand_precisions as _expand
 from sam_edge.export.manifest import library_versions, write_manifest
 from sam_edge.export.wrappers import (
     DECODER_INPUT_NAMES,
     ENCODER_INPUT_NAMES,
     DecoderWrapper,
     EncoderWrapper,
+    MathAttention,
 )
+from sam_edge.formats import FormatSpec
+from sam_edge.modeling.transformer import attention_mode, key_token_bias
+from sam_edge.runtime.backends import BackendUnavailable
+from sam_edge.runtime.feeds import canonical_names
 
-PRECISIONS = ("fp32", "fp16", "int8_dynamic", "int8_static")
 DEFAULT_MAX_POINTS = 8
+FORMAT = "tflite"
+SPEC = FormatSpec(
+    name=FORMAT, suffix=".tflite",
+    precisions=("fp32", "fp16", "int8_dynamic", "int8_static"),
+    aliases={"int8": ("int8_dynamic", "int8_static")},
+    toolchain=("litert_torch", "ai_edge_litert", "ai_edge_quantizer"), runtime_packages=("ai_edge_litert",),
+    decoder_dynamic_axes={},
+    max_points=DEFAULT_MAX_POINTS,
+    max_points_reason="litert-torch could not convert a dynamic number of points: the decoder has fixed slots "
+                      "(export_tflite(max_points=N), recorded per decoder in the manifest)",
+    convert=f"{__name__}:export_tflite", backend=f"{__name__}:LiteRTBackend",
+    description="LiteRT / ai-edge-litert (fixed point slots)",
+)
+PRECISIONS = SPEC.precisions
 # ops quantised by int8_dynamic, and by int8_static where the whole graph is not
 WEIGHT_OPS = ("FULLY_CONNECTED", "CONV_2D")
 VERSION_DISTS = ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+SIGNATURE_KEY = "serving_default"
+# Label of an unused point slot: the exported decoder masks these tokens out of attention, so a
+# padded prompt gives exactly the unpadded result (label -1 is SAM's "not a point" token, which
+# the model does see).
+PAD_LABEL = -2.0
 
 
 def expand_precisions(precisions: Iterable[str]) -> list[str]:
-    return _expand(list(precisions), PRECISIONS, {"int8": ("int8_dynamic", "int8_static")}, "tflite")
+    return SPEC.expand(list(precisions))
 
 
 # -- errors ---------------------------------------------------------------------------------------
@@ -102,7 +122,7 @@ def _quiet():
 # -- decoder with exact point-slot padding ----------------------------------------------------------
 class SlotDecoderWrapper(DecoderWrapper):
     """:class:`export.wrappers.DecoderWrapper` with a fixed number of point slots: slots labelled
-    ``PAD_LABEL`` (-2; see :data:`sam_edge.runtime.backend_tflite.PAD_LABEL`) are removed from
+    ``PAD_LABEL`` (-2; see :data:`PAD_LABEL`) are removed from
     the prompt exactly -- masked out as attention keys, so no other token or pixel sees them
     (padding with label -1 instead adds "not a point" tokens and changes the result: sam_test_tiny
     low-res logits moved by up to 0.14, mask IoU 0.78). Label -1 keeps its eager meaning."""
@@ -122,12 +142,10 @@ class SlotDecoderWrapper(DecoderWrapper):
 def convert_graph(module: torch.nn.Module, args: tuple, path: Path) -> list[str]:
     """litert-torch conversion of ``module(*args)`` to ``path``; returns notes. If the plain
     conversion fails, it is retried with SDPA replaced by its math form
-    (:class:`export.onnx_export.MathAttention`); a second failure raises :class:`ExportError`
+    (:class:`export.wrappers.MathAttention`); a second failure raises :class:`ExportError`
     naming the operator where the message shows it."""
     import litert_torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from sam_edge.export.onnx_export import MathAttention
 
     notes: list[str] = []
     module = module.eval()
@@ -266,7 +284,7 @@ def quantize_int8_static(src: Path, dst: Path, feeds: list[dict], input_names: S
 
 # -- the whole export -----------------------------------------------------------------------------
 def export_tflite(
-    model: Sam,
+    model,
     out_dir: str | Path,
     precisions: Sequence[str] = ("fp32", "fp16", "int8"),
     calib_images: Any = None,
@@ -354,3 +372,147 @@ def export_tflite(
                     entry["max_points"] = max_points
                     write_manifest(xd.path, xd.manifest)
     return xd.manifest
+
+
+# -- runtime --------------------------------------------------------------------------------------
+# A .tflite file written above has one signature, ``serving_default``, whose inputs are ``args_0 ..``
+# and outputs ``output_0 ..`` in the order of the wrapper's ``forward``. The session exposes the
+# canonical names instead (by arity), so it is interchangeable with the other formats' sessions.
+# The decoder has a *fixed* number of points N: the session fills unused slots with point (0, 0)
+# and label PAD_LABEL (-2), which the graph masks out of attention (exactly the unpadded result),
+# and refuses more than N points with a ValueError. Quantised inputs / outputs (a full-integer int8
+# graph) are quantised / dequantised with the tensor's scale and zero point, so callers always
+# pass and get float32. ``ai_edge_litert`` is imported inside LiteRTBackend.load only.
+
+
+def _index(name: str) -> int:
+    m = re.search(r"(\d+)$", name)
+    return int(m.group(1)) if m else 0
+
+
+def pad_points(coords: np.ndarray, labels: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """1 x n x 2 coords, 1 x n labels -> 1 x max_points x 2, 1 x max_points float32, padded with
+    (0, 0) / label :data:`PAD_LABEL`. More than ``max_points`` points raise a ``ValueError``."""
+    coords = np.asarray(coords, np.float32)
+    labels = np.asarray(labels, np.float32)
+    if coords.ndim != 3 or coords.shape[0] != 1 or coords.shape[2] != 2:
+        raise ValueError(f"point_coords: expected shape 1 x N x 2, got {coords.shape}")
+    labels = labels.reshape(1, -1)
+    n = coords.shape[1]
+    if labels.shape[1] != n:
+        raise ValueError(f"point_labels: expected {n} labels (one per point), got {labels.shape[1]}")
+    if n > max_points:
+        raise ValueError(
+            f"point_coords / point_labels: {n} points given (a box counts as 2, and a prompt without a box "
+            f"carries 1 padding point), but this tflite decoder takes at most max_points={max_points}; "
+            "re-export with a larger max_points"
+        )
+    if n == max_points:
+        return coords, labels
+    pc = np.zeros((1, max_points, 2), np.float32)
+    pl = np.full((1, max_points), PAD_LABEL, np.float32)
+    pc[:, :n] = coords
+    pl[:, :n] = labels
+    return pc, pl
+
+
+def _quant(detail: dict[str, Any]) -> Optional[tuple[float, int]]:
+    scale, zero = detail.get("quantization", (0.0, 0))
+    if np.dtype(detail["dtype"]).kind in "iu" and scale:
+        return float(scale), int(zero)
+    return None
+
+
+class LiteRTSession:
+    """One ``.tflite`` graph behind the canonical input / output names."""
+
+    def __init__(self, path: Path, num_threads: Optional[int] = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        kwargs: dict[str, Any] = {"model_path": str(self.path)}
+        if num_threads:
+            kwargs["num_threads"] = int(num_threads)
+        self._interpreter = Interpreter(**kwargs)
+        signatures = self._interpreter.get_signature_list()
+        key = SIGNATURE_KEY if SIGNATURE_KEY in signatures else next(iter(signatures), None)
+        if key is None:
+            raise ValueError(f"{self.path}: the tflite model has no signature")
+        self._runner = self._interpreter.get_signature_runner(key)
+        in_det = self._runner.get_input_details()
+        out_det = self._runner.get_output_details()
+        self._in_keys = sorted(in_det, key=_index)
+        self._out_keys = sorted(out_det, key=_index)
+        try:
+            ins, outs = canonical_names(len(self._in_keys), len(self._out_keys))
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: a tflite graph: {exc}") from None
+        self.input_names = list(ins)
+        self.output_names = list(outs)
+        self._in = {name: in_det[k] for name, k in zip(ins, self._in_keys)}
+        self._out = {name: out_det[k] for name, k in zip(outs, self._out_keys)}
+        self.max_points: Optional[int] = None
+        if "point_coords" in self._in:
+            sig = self._in["point_coords"].get("shape_signature", self._in["point_coords"]["shape"])
+            n = int(sig[1])
+            self.max_points = n if n > 0 else None  # -1: a dynamic number of points
+
+    def input_details(self) -> dict[str, dict[str, Any]]:
+        """Canonical name -> the interpreter's detail dict (shape, dtype, quantization)."""
+        return dict(self._in)
+
+    def output_details(self) -> dict[str, dict[str, Any]]:
+        return dict(self._out)
+
+    def _prepare(self, name: str, value: np.ndarray) -> np.ndarray:
+        det = self._in[name]
+        q = _quant(det)
+        x = np.asarray(value, np.float32)
+        if q is not None:
+            info = np.iinfo(det["dtype"])
+            x = np.clip(np.round(x / q[0] + q[1]), info.min, info.max)
+        return np.ascontiguousarray(x.astype(det["dtype"]))
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise KeyError(f"{self.path.name}: missing inputs {missing}; expected {self.input_names}")
+        values = {n: inputs[n] for n in self.input_names}
+        if self.max_points is not None:
+            values["point_coords"], values["point_labels"] = pad_points(
+                values["point_coords"], values["point_labels"], self.max_points
+            )
+        feed = {k: self._prepare(n, values[n]) for n, k in zip(self.input_names, self._in_keys)}
+        raw = self._runner(**feed)
+        out = {}
+        for name, k in zip(self.output_names, self._out_keys):
+            y = raw[k]
+            q = _quant(self._out[name])
+            out[name] = ((y.astype(np.float32) - q[1]) * q[0]) if q is not None else np.asarray(y, np.float32)
+        return out
+
+
+class LiteRTBackend:
+    """``format: "tflite"``: ai-edge-litert's Interpreter (XNNPACK on CPU)."""
+
+    name = "ai-edge-litert"
+
+    def __init__(self, num_threads: Optional[int] = None) -> None:
+        self.num_threads = num_threads
+
+    def load(self, path: Path) -> LiteRTSession:
+        try:
+            import ai_edge_litert.interpreter  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "format 'tflite' needs ai-edge-litert: pip install 'sam-edge[export]' (or ai-edge-litert)"
+            ) from exc
+        return LiteRTSession(Path(path), self.num_threads)
+
+    def versions(self) -> dict[str, str]:
+        import importlib.metadata as md
+
+        try:
+            return {"ai-edge-litert": md.version("ai-edge-litert")}
+        except md.PackageNotFoundError:
+            return {}

@@ -1,4 +1,6 @@
-"""Core ML export: encoder_<precision>.mlpackage + decoder_<precision>.mlpackage + manifest.json.
+"""Format ``coreml``: its spec, its exporter (encoder_<precision>.mlpackage +
+decoder_<precision>.mlpackage + manifest.json) and its runtime backend (coremltools'
+``MLModel.predict``: macOS only; elsewhere :meth:`CoreMLBackend.load` raises BackendUnavailable).
 
 ML program (``mlprogram``) packages for ``minimum_deployment_target=iOS17`` (macOS 14), converted
 by coremltools from ``torch.export`` (``torch.export.export(...).run_decompositions({})``; the
@@ -14,7 +16,7 @@ activations stay fp16); ``palettize4`` / ``palettize6`` (``palettize_weights``, 
 look-up table of 16 / 64 fp16 values per tensor).
 
 Verification: Core ML prediction needs macOS. On macOS (``sys.platform == "darwin"``) every
-artifact is run through :class:`sam_edge.runtime.backend_coreml.CoreMLBackend` and checked against
+artifact is run through :class:`CoreMLBackend` (below) and checked against
 eager PyTorch (:func:`export.verify.verify_artifact`). On Linux the saved package's *spec* is
 checked instead (:func:`spec_check`: names, shapes, the points shape range, dtypes, mlprogram /
 iOS17, compressed weights really present) and, for compressed precisions, the weight
@@ -33,11 +35,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from sam_edge.modeling.sam import Sam
-from sam_edge.predictor import MAX_POINTS as PROMPT_MAX_POINTS
-
 from sam_edge.export.common import ExportDir, ExportError, format_error, load_images, path_size
-from sam_edge.export.common import expand_precisions as _expand
 from sam_edge.export.manifest import library_versions
 from sam_edge.export.verify import VerificationError
 from sam_edge.export.wrappers import (
@@ -48,13 +46,25 @@ from sam_edge.export.wrappers import (
     DecoderWrapper,
     EncoderWrapper,
 )
+from sam_edge.formats import POINTS_AXES, FormatSpec
+from sam_edge.runtime.backends import BackendUnavailable
 
 FORMAT = "coreml"
-PRECISIONS = ("fp16", "fp32", "int8_weights", "palettize4", "palettize6")
-ALIASES = {"int8": ("int8_weights",)}
+SPEC = FormatSpec(
+    name=FORMAT, suffix=".mlpackage",
+    precisions=("fp16", "fp32", "int8_weights", "palettize4", "palettize6"),
+    aliases={"int8": ("int8_weights",), "palettize": ("palettize4", "palettize6")},
+    toolchain=("coremltools",), runtime_packages=("coremltools",),
+    decoder_dynamic_axes=POINTS_AXES,
+    convert=f"{__name__}:export_coreml", backend=f"{__name__}:CoreMLBackend",
+    platforms=("darwin",),
+    description="Core ML mlprogram (runs on macOS only; spec-checked elsewhere)",
+)
+PRECISIONS = SPEC.precisions
+ALIASES = SPEC.aliases
 COMPRESSED = ("int8_weights", "palettize4", "palettize6")
-MAX_POINTS = PROMPT_MAX_POINTS  # the prompt rule's limit (sam_edge.predictor.MAX_POINTS)
-DECODER_DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+MAX_POINTS = SPEC.max_points  # the prompt rule's limit (sam_edge.predictor.MAX_POINTS)
+DECODER_DYNAMIC_AXES = SPEC.decoder_dynamic_axes
 # iOS17 ML programs: Core ML specification version 8, MIL opset "CoreML7"
 SPEC_VERSION = 8
 MIL_OPSET = "CoreML7"
@@ -69,7 +79,7 @@ _DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"
 
 
 def expand_precisions(precisions: Iterable[str]) -> list[str]:
-    return _expand(list(precisions), PRECISIONS, ALIASES, FORMAT)
+    return SPEC.expand(list(precisions))
 
 
 # -- conversion ---------------------------------------------------------------------------------
@@ -334,7 +344,7 @@ def linux_verify(path_of: Callable[[dict], Path], role: str, precision: str, *, 
 
 # -- the whole export ---------------------------------------------------------------------------
 def export_coreml(
-    model: Sam,
+    model,
     out_dir: str | Path,
     precisions: Sequence[str] = ("fp16", "fp32", "int8"),
     calib_images: Any = None,
@@ -411,3 +421,56 @@ def export_coreml(
                        exporter="coremltools.convert (torch.export, mlprogram, iOS17)", opset=None,
                        backend_versions=versions, verify=verify)
     return xd.manifest
+
+
+# -- runtime --------------------------------------------------------------------------------------
+MACOS_ONLY = ("Core ML prediction needs macOS; on Linux use the onnx/executorch/tflite artifacts in the "
+              "same directory")
+
+
+class _CoreMLSession:
+    def __init__(self, path: Path, compute_units: str = "ALL") -> None:
+        import coremltools as ct
+
+        self._model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
+        spec = self._model.get_spec()
+        self.input_names = [i.name for i in spec.description.input]
+        self.output_names = [o.name for o in spec.description.output]
+        known = {ENCODER_INPUT_NAMES: ENCODER_OUTPUT_NAMES, DECODER_INPUT_NAMES: DECODER_OUTPUT_NAMES}
+        if known.get(tuple(self.input_names)) != tuple(self.output_names):
+            raise BackendUnavailable(
+                f"{path}: inputs {self.input_names} / outputs {self.output_names} are not the canonical "
+                f"encoder {ENCODER_INPUT_NAMES}->{ENCODER_OUTPUT_NAMES} or decoder "
+                f"{DECODER_INPUT_NAMES}->{DECODER_OUTPUT_NAMES} features"
+            )
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feed = {k: np.ascontiguousarray(inputs[k], dtype=np.float32) for k in self.input_names}
+        out = self._model.predict(feed)
+        return {k: np.asarray(out[k], dtype=np.float32) for k in self.output_names}
+
+
+class CoreMLBackend:
+    name = "coreml"
+
+    def __init__(self, compute_units: str = "ALL") -> None:
+        # coremltools.ComputeUnit name: ALL, CPU_ONLY, CPU_AND_GPU, CPU_AND_NE
+        self.compute_units = compute_units
+
+    def load(self, path: Path) -> _CoreMLSession:
+        if sys.platform != "darwin":
+            raise BackendUnavailable(f"{MACOS_ONLY} (cannot run {Path(path).name} on {sys.platform})")
+        try:
+            import coremltools  # noqa: F401
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "format 'coreml' needs coremltools: pip install 'sam-edge[export]' (or coremltools)"
+            ) from exc
+        return _CoreMLSession(Path(path), self.compute_units)
+
+    def versions(self) -> dict[str, str]:
+        try:
+            import coremltools
+        except ImportError:
+            return {}
+        return {"coremltools": coremltools.__version__}
