@@ -11,6 +11,8 @@ This module is state-dict and file I/O only: building a model from a name or a f
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import json
 import pickle
 import re
@@ -25,7 +27,7 @@ from .utils.io import atomic_path, write_json_atomic
 CONFIG_METADATA_KEY = "sam_edge_config"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be read, or does not fit the model it is loaded into."""
 
 

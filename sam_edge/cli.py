@@ -55,9 +55,6 @@ def _version() -> str:
     return __version__
 
 
-USER_ERRORS = {"ConfigError", "RunStateError", "ManifestError", "BackendUnavailable", "ExportError", "VerificationError", "BenchError", "DeviceError"}
-
-
 #: errors of the file system reported as one line even when no path came with them
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
@@ -87,13 +84,11 @@ def _join_signed_values(argv: Sequence[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_join_signed_values(sys.argv[1:] if argv is None else argv))
-    from .checkpoint import CheckpointError
-    from .image import ImageError
-    from .predictor import PromptError
+    from .errors import UserError
 
     try:
         return int(args._module.run(args) or 0)
-    except (ImageError, PromptError, CheckpointError, KeyError, ValueError) as exc:
+    except (UserError, KeyError, ValueError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sam-edge {args.command}: error: {msg}", file=sys.stderr)
         return 2
@@ -106,12 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .utils.io import describe_os_error
 
         print(f"sam-edge {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        # errors of the export / runtime / benchmark packages that name the bad input
-        if type(exc).__name__ not in USER_ERRORS:
-            raise
-        print(f"sam-edge {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
 

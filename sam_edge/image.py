@@ -2,6 +2,8 @@
 gets one clear error (or one stated conversion) instead of a shape error deep in torch."""
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import os
 import threading
 import warnings
@@ -37,7 +39,7 @@ def check_pixel_limit(size: tuple[int, int], name: str) -> None:
                          f"{limit / 1e6:.0f} megapixels (set SAM_EDGE_MAX_PIXELS to raise it)")
 
 
-class ImageError(ValueError):
+class ImageError(UserError, ValueError):
     """An image that cannot be used, with what was expected."""
 
 

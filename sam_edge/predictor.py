@@ -5,6 +5,8 @@ are validated and bad ones rejected with an error that names the argument.
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 from typing import Optional
 
 import numpy as np
@@ -15,7 +17,7 @@ from .modeling.sam import Sam
 from .transforms import ResizeLongestSide
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """A prompt (points, labels, box or mask input) that cannot be used."""
 
 

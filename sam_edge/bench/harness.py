@@ -22,6 +22,8 @@ values) so the report can state (ViT-H encoder) / (best student artifact encoder
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import json
 import subprocess
 import sys
@@ -37,7 +39,7 @@ PROMPT_TYPES = ("point", "points2", "box")
 SCHEMA = "sam-edge-bench/1"
 
 
-class BenchError(RuntimeError):
+class BenchError(UserError, RuntimeError):
     """A benchmark that cannot run: names the input and what was expected."""
 
 

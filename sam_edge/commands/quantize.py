@@ -43,6 +43,13 @@ def run(args: argparse.Namespace) -> int:
     return _torchao(args, model) if args.torchao else _qat(args, model)
 
 
+def run(args: argparse.Namespace) -> int:
+    from sam_edge.registry import load_model_spec
+
+    model = load_model_spec(args.model, args.checkpoint).eval()
+    return _torchao(args, model) if args.torchao else _qat(args, model)
+
+
 def qat(model: str, out: str, **options) -> int:
     """``sam-edge quantize --model MODEL --qat --out OUT`` as a function (the pipeline's quantize
     stage): ``options`` are the command's other flags by their argument names (``teacher``,
@@ -101,45 +108,9 @@ def _torchao(args, model) -> int:
 
 
 def _qat(args, model) -> int:
-    from pathlib import Path
+    from sam_edge.export.qat import export_qat
 
-    from sam_edge.registry import create_model
-
-    from sam_edge.export.common import ExportDir, load_images
-    from sam_edge.formats.executorch import FORMAT, describe_io, lower_to_pte, versions
-    from sam_edge.export.quantize import qat_encoder
-    from sam_edge.export.wrappers import ENCODER_INPUT_NAMES, ENCODER_OUTPUT_NAMES, EncoderWrapper
-
-    if not args.data:
-        raise ValueError("--qat needs --data: a folder of real images (train, calibration, held-out)")
-    if min(args.images, args.calib_images, args.eval_images, args.steps, args.batch_size) < 1:
-        raise ValueError("--images, --calib-images, --eval-images, --steps and --batch-size must be >= 1")
-    images = load_images(args.data, limit=args.images + args.eval_images)
-    if len(images) < args.eval_images + 1:
-        raise ValueError(f"--data {args.data}: {len(images)} images, need more than --eval-images {args.eval_images}")
-    train, held = images[: -args.eval_images], images[-args.eval_images:]
-    teacher = create_model(args.teacher, checkpoint=args.teacher_checkpoint).eval()
-    ep_qat, _, metrics = qat_encoder(model, teacher, train, train[: args.calib_images], held,
-                                     steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                                     target=args.target)
-    for k in ("fp32", "ptq", "qat"):
-        m = metrics[k]
-        print(f"{k:5s} embedding cosine vs fp32 student (min over {len(held)} held-out) "
-              f"{m['cosine_min_vs_fp32']:.5f}; MSE vs teacher {m['mse_vs_teacher']:.5f}")
-    xd = ExportDir(args.out, model, verify_images=held)
-    wrapper = EncoderWrapper(model).eval()
-    ex = wrapper.example_inputs()
-    with xd.scratch("qat") as tmp:
-        staged = Path(tmp) / "encoder_int8_qat.pte"
-        summary = lower_to_pte(ep_qat, staged, staged.name)
-        quant = {"method": "torchao.quantization.pt2e prepare_qat_pt2e / convert_pt2e + XNNPACKQuantizer(is_qat)",
-                 "per_channel": True, "symmetric": True, "activation_type": "int8", "weight_type": "int8",
-                 "teacher": args.teacher, "qat": {k: v for k, v in metrics.items() if k != "log"},
-                 "delegation": summary}
-        entry = xd.add(staged, "encoder_int8_qat.pte", role="encoder", fmt=FORMAT, precision="int8_qat",
-                       inputs=describe_io(ENCODER_INPUT_NAMES, ex, {}),
-                       outputs=describe_io(ENCODER_OUTPUT_NAMES, (wrapper(*ex).detach(),)),
-                       quantization=quant, exporter="torch.export (QAT) + XnnpackPartitioner", backend_versions=versions())
-    v = entry["verification"]["metrics"]
-    print(f"encoder_int8_qat.pte -> {args.out} (verified: cosine {v['cosine_min']:.5f} vs eager fp32)")
+    export_qat(model, args.out, teacher=args.teacher, teacher_checkpoint=args.teacher_checkpoint, data=args.data,
+               target=args.target, images=args.images, calib_images=args.calib_images,
+               eval_images=args.eval_images, steps=args.steps, batch_size=args.batch_size, lr=args.lr)
     return 0

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam_edge.training.engine import mix_seed
+from sam_edge.utils.seed import mix_seed
 
 from sam_edge.data import ImageFolderDataset, SA1BDataset, SampleError
 from sam_edge.data.sa1b import IMAGE_SIZE_MISMATCH, RLE_SIZE_MISMATCH, resize_image

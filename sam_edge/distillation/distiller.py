@@ -19,7 +19,7 @@ from sam_edge.utils.io import remove_stale_temps, write_json_atomic
 
 from sam_edge.training import ddp
 from sam_edge.training.engine import mix_seed
-from sam_edge.training.pretrain import encode
+from sam_edge.training.sam_steps import encode
 
 from sam_edge.distillation.config import ROOT, ConfigError, DistillConfig, check_paths, validate_config
 from sam_edge.distillation.models import _model_config, build_student, build_teacher, check_decoder_compat

@@ -61,7 +61,7 @@ from sam_edge.data.batches import (FolderItems, SA1BItems, collate, dummy_batch,
                                    pad_image)
 from sam_edge.data import ImageFolderDataset, SA1BDataset, SkipReport, train_val_split
 from sam_edge.training.losses import DICE_WEIGHT, FOCAL_WEIGHT, dice_loss, mask_iou, sigmoid_focal_loss
-from sam_edge.training.pretrain import decode
+from sam_edge.training.sam_steps import decode
 from sam_edge.data.prompts import error_region_points, noisy_boxes, sample_points_in_masks
 from sam_edge.evaluation.validation import Validator, load_records
 

@@ -3,6 +3,8 @@ check), its errors and :class:`TeacherCache`. The writer and the layout's descri
 :mod:`sam_edge.distillation.cache` (which re-exports everything here)."""
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import hashlib
 import json
 import math
@@ -34,7 +36,7 @@ __all__ = [
 ]
 
 
-class CacheMismatchError(ValueError):
+class CacheMismatchError(UserError, ValueError):
     """An existing cache was written with other settings (``field`` names the first that
     differs)."""
 
@@ -43,7 +45,7 @@ class CacheMismatchError(ValueError):
         self.field = field
 
 
-class CacheCorruptError(ValueError):
+class CacheCorruptError(UserError, ValueError):
     """Stored bytes that do not match their recorded size or sha256."""
 
 

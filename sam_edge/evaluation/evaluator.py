@@ -45,7 +45,7 @@ from sam_edge.evaluation.validation import PROMPT_KINDS, make_prompts, metric_or
 from sam_edge.training.engine import mix_seed
 from sam_edge.utils.device import amp_dtype, autocast_for
 from sam_edge.training.losses import sam_loss
-from sam_edge.training.pretrain import AREA_BUCKETS, decode, encode, prepare_item
+from sam_edge.training.sam_steps import AREA_BUCKETS, decode, encode, prepare_item
 from sam_edge.data.prompts import center_points, error_region_points, masks_to_boxes, noisy_boxes, sample_points_in_masks
 
 __all__ = ["AGAINST", "batched_mask_iou", "evaluate", "evaluate_promptable", "evaluate_student", "format_eval_table"]

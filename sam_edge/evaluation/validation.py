@@ -26,7 +26,7 @@ from sam_edge.data.prompts import masks_to_boxes, sample_points_in_masks
 from sam_edge.data.sa1b import resize_image
 from sam_edge.training.engine import mix_seed
 from sam_edge.training.losses import mask_iou
-from sam_edge.training.pretrain import decode, encode
+from sam_edge.training.sam_steps import decode, encode
 
 if TYPE_CHECKING:
     import sam_edge.distillation.distiller

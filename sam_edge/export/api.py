@@ -12,6 +12,8 @@ JOB``): a failed dynamo export can poison later exports in the same process, and
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import json
 import subprocess
 import sys
@@ -168,16 +170,9 @@ def _run_job(path: str) -> int:
 
             model = load_model_spec(model, job["checkpoint"]).eval()
         export_format(model, job["format"], job["out_dir"], job["precisions"], **job["kwargs"])
-    except (ValueError, KeyError, OSError, ExportError, ImportError) as exc:
+    except (UserError, ValueError, KeyError, OSError, ImportError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"sam-edge export: error: {msg}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # noqa: BLE001
-        from sam_edge.cli import USER_ERRORS
-
-        if type(exc).__name__ not in USER_ERRORS:
-            raise
-        print(f"sam-edge export: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

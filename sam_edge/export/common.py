@@ -10,6 +10,8 @@ place atomically, computes sha256 / size, verifies it against eager PyTorch (rai
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import json
 import os
 import re
@@ -36,7 +38,7 @@ from sam_edge.export.manifest import (  # noqa: F401 (path_size re-exported)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export that failed; names the format and, where known, the operator."""
 
 

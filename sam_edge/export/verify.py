@@ -13,6 +13,8 @@ int8 (dynamic or static) cosine >= 0.98, mask IoU >= 0.9, IoU-score error <= 0.1
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -43,7 +45,7 @@ def tolerance_for(precision: str) -> dict[str, float]:
     return TOLERANCES[precision]
 
 
-class VerificationError(AssertionError):
+class VerificationError(UserError, AssertionError):
     """An artifact missed a tolerance against eager PyTorch."""
 
 

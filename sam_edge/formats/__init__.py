@@ -17,6 +17,8 @@ fresh process (the bench runner, an isolated export) can import it and see the f
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import dataclasses
 import importlib
 import importlib.util
@@ -33,7 +35,7 @@ POINTS_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_point
 Ref = Union[Callable[..., Any], str]
 
 
-class FormatError(ValueError):
+class FormatError(UserError, ValueError):
     """An unknown format or precision, or a bad registration (one line, naming the input)."""
 
 

@@ -27,7 +27,6 @@ Config (YAML, every section strict: an unknown key or a wrong type is an error n
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 import time
@@ -159,7 +158,7 @@ def _pipeline_config(raw: dict, path: str | Path, overrides: Sequence[str], out:
 
 
 def _validate(cfg: PipelineConfig) -> None:
-    from sam_edge.export.api import FORMATS, USER_PRECISIONS, parse_list
+    from sam_edge.formats import format_names, parse_list, user_precisions
 
     for name, spec in (("data.train", cfg.data.train), ("data.heldout", cfg.data.heldout)):
         if spec is not None and (spec.num_images < 1 or spec.image_size < 16):
@@ -172,27 +171,20 @@ def _validate(cfg: PipelineConfig) -> None:
         if getattr(getattr(cfg, sec), name) < 1:
             raise ConfigError(f"{key}: must be >= 1")
     try:
-        parse_list(cfg.export.formats, "export.formats", list(FORMATS))
-        parse_list(cfg.export.precision, "export.precision", USER_PRECISIONS)
+        parse_list(cfg.export.formats, "export.formats", list(format_names()))
+        parse_list(cfg.export.precision, "export.precision", list(user_precisions()))
         parse_list(cfg.bench.prompts, "bench.prompts", ["point", "box", "points2"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
 
 # -- toolchains ---------------------------------------------------------------------------------
-TOOLCHAINS = {"onnx": ("onnx", "onnxruntime", "onnxscript"), "executorch": ("executorch", "torchao"),
-              "tflite": ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"), "coreml": ("coremltools",)}
-
-
 def installed_formats(requested: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    ok, missing = [], {}
-    for fmt in requested:
-        lacking = [m for m in TOOLCHAINS[fmt] if importlib.util.find_spec(m) is None]
-        if lacking:
-            missing[fmt] = f"not installed: {', '.join(lacking)}"
-        else:
-            ok.append(fmt)
-    return ok, missing
+    """(formats whose export toolchain is installed, {format: what is missing}) from each
+    format's spec (:func:`sam_edge.formats.installed_formats`)."""
+    from sam_edge.formats import installed_formats as _installed
+
+    return _installed(requested)
 
 
 # -- state --------------------------------------------------------------------------------------
@@ -313,32 +305,33 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
     export_dir = run / "export"
 
     def export_stage():
-        from sam_edge.cli import main as cli
+        from sam_edge.export.api import export_model
+        from sam_edge.export.common import load_images
 
         if not fmts:
             raise RuntimeError(f"no export toolchain installed ({missing}); pip install 'sam-edge[export]'")
-        argv = ["export", "--model", str(student_file), "--formats", ",".join(fmts), "--precision",
-                cfg.export.precision, "--calib", d.data, "--calib-images", str(cfg.export.calib_images),
-                "--verify", cfg.eval.data, "--verify-images", str(cfg.export.verify_images), "--out", str(export_dir)]
-        for k, v in cfg.accept.items():
-            argv += ["--accept", f"{k}={v}"]
+        n_cal, n_ver = cfg.export.calib_images, cfg.export.verify_images
+        calib = load_images(d.data, limit=n_cal)[:n_cal] if n_cal else []
+        verify = load_images(cfg.eval.data, limit=n_ver)
         if export_dir.exists():
             shutil.rmtree(export_dir)  # a new student: no stale artifacts
-        if cli(argv) != 0:
-            raise RuntimeError("export failed (see above)")
+        # isolate=True: each format's converter runs in its own process (a failed dynamo export
+        # can poison later exports in the same process; converters' memory is returned)
+        export_model(str(student_file), export_dir, fmts, cfg.export.precision, calib or None, verify_images=verify, accept_failures=dict(cfg.accept), isolate=True)
         return {"export_dir": str(export_dir), "formats": fmts, "skipped_formats": missing}
 
     stage("export", {"export": asdict(cfg.export), "accept": cfg.accept, "formats": fmts, "student": student_sha},
           export_stage)
 
     def quantize_stage():
-        from sam_edge.commands.quantize import qat
+        from sam_edge.export.qat import export_qat
 
         if cfg.quantize.qat_steps <= 0 or "executorch" not in fmts:
             return {"skipped": "quantize.qat_steps = 0" if cfg.quantize.qat_steps <= 0 else "executorch not installed"}
-        if qat(str(student_file), str(export_dir), teacher=d.teacher, data=d.data, images=cfg.quantize.qat_images,
-               steps=cfg.quantize.qat_steps, lr=cfg.quantize.qat_lr):
-            raise RuntimeError("quantize --qat failed (see above)")
+        from sam_edge.registry import load_model_spec
+
+        export_qat(load_model_spec(str(student_file)).eval(), str(export_dir), teacher=d.teacher, data=d.data,
+                   images=cfg.quantize.qat_images, steps=cfg.quantize.qat_steps, lr=cfg.quantize.qat_lr)
         return {"qat": str(export_dir / "encoder_int8_qat.pte")}
 
     stage("quantize", {"quantize": asdict(cfg.quantize), "export": state.data["stages"]["export"]["key"]},

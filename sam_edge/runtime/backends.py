@@ -9,13 +9,15 @@ arrays to a dict of named numpy outputs. Runtime libraries (onnxruntime, ...) ar
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 from pathlib import Path
 from typing import Mapping, Protocol
 
 import numpy as np
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(UserError, RuntimeError):
     """The runtime library for an artifact format is not installed, or the format is unknown."""
 
 

@@ -25,6 +25,8 @@ Schema (``schema_version`` 1)::
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import hashlib
 import json
 import re
@@ -35,7 +37,7 @@ MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 
 
-class ManifestError(RuntimeError):
+class ManifestError(UserError, RuntimeError):
     """A missing, malformed or tampered export directory."""
 
 

@@ -25,6 +25,8 @@ Task hooks (see :class:`Engine`): ``planned_steps``, ``prepare_data``, ``trainab
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import contextlib
 import json
 import logging
@@ -37,6 +39,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 from torch import nn
 
+from sam_edge.utils.seed import mix_seed  # noqa: F401 (re-exported)
 from sam_edge.training import ddp
 from sam_edge.training.runlog import append_csv, interrupt_on_sigterm, truncate_csv
 from sam_edge.utils.device import amp_dtype, autocast_for
@@ -51,7 +54,7 @@ __all__ = ["Engine", "RunStateError", "StepSampler", "amp_dtype", "autocast", "d
            "lr_lambda_factory", "mix_seed"]
 
 
-class RunStateError(ValueError):
+class RunStateError(UserError, ValueError):
     """The run folder holds state that the requested action would clobber (e.g. an unfinished
     checkpoint without ``--resume``)."""
 
@@ -76,15 +79,6 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         if p.requires_grad:
             (no_decay if p.ndim < 2 or "pos_embed" in n or "rel_pos" in n else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (stable across runs and platforms)."""
-    import numpy as np
-
-    s = np.random.SeedSequence([int(v) & 0xFFFFFFFF for v in values] + [len(values)])
-    a, b = s.generate_state(2, np.uint32)
-    return ((int(a) << 32) | int(b)) & (2**63 - 1)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -4,6 +4,8 @@ naming the key path), ``KEY=VALUE`` overrides, safe YAML reading. No torch here:
 imports this module at ``import sam_edge``."""
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import dataclasses
 import math
 import re
@@ -25,7 +27,7 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config that cannot be used; the message starts with the key path (``distill.stage1.lr``,
     ``pretrain.amp``, ``bench.runs``) or the file's name."""
 

@@ -2,8 +2,10 @@
 cannot run (CUDA or MPS not available, an unknown name) with an error naming the option."""
 from __future__ import annotations
 
+from sam_edge.errors import UserError
 
-class DeviceUnavailable(ValueError):
+
+class DeviceUnavailable(UserError, ValueError):
     """A ``--device`` value this machine cannot run."""
 
 

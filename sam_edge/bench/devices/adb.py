@@ -43,7 +43,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from sam_edge.bench.devices import DeviceError, artifact_record, latency_stats
+from sam_edge.bench.devices.records import DeviceError, artifact_record, latency_stats
 from sam_edge.utils.io import write_json_atomic
 
 DEVICE_TOOLS = {"executorch": "executor_runner", "tflite": "benchmark_model"}

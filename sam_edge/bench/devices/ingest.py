@@ -64,6 +64,8 @@ and ``compute_units`` (and ``inputs`` where the app wrote it). Anything else rai
 """
 from __future__ import annotations
 
+from sam_edge.errors import UserError
+
 import csv
 import io
 import json
@@ -71,7 +73,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from sam_edge.bench.devices import LATENCY_KEYS, artifact_record
+from sam_edge.bench.devices.records import LATENCY_KEYS, artifact_record
 
 IOS_APP = "sam-edge-ios"
 ANDROID_APP = "sam-edge-android"  # the Android sample app writes the same schema
@@ -80,7 +82,7 @@ XCODE_SOURCE = "xcode-performance-report"
 XCODE_CSV_REQUIRED = ("model", "prediction_median_ms")
 
 
-class IngestError(ValueError):
+class IngestError(UserError, ValueError):
     """A results file that is neither of the formats :func:`ingest` reads, or malformed."""
 
 

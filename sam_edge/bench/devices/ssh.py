@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 from urllib.parse import urlsplit
 
-from sam_edge.bench.devices import DeviceError
+from sam_edge.bench.devices.records import DeviceError
 from sam_edge.utils.io import write_json_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
