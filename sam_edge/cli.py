@@ -12,14 +12,15 @@ import importlib
 import sys
 from typing import Sequence
 
-# name -> (module, one-line help). Later packages (distill, export, benchmarks) add rows here.
+# name -> (module, one-line help); each module is imported when the parser is built (its own heavy
+# imports are inside run())
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("sam_edge.commands.models", "list the registered model variants"),
     "segment": ("sam_edge.commands.segment", "segment an image from point / box prompts"),
     "everything": ("sam_edge.commands.everything", "segment everything in an image (COCO RLE JSON + overlay)"),
     "data": ("sam_edge.commands.data", "datasets: synthetic SA-1B-format set (synth), check a folder (check)"),
     "pretrain": ("sam_edge.commands.pretrain", "train a SAM-architecture model with the SAM recipe (promptable segmentation)"),
-    "evaluate": ("sam_edge.commands.evaluate", "promptable mIoU (1 point, 1 point + corrections, box) on SA-1B-format data"),
+    "evaluate": ("sam_edge.commands.evaluate", "promptable mIoU on SA-1B-format data: --against gt (ground truth, default) or --against teacher (a student vs its teacher)"),
     "cache-teacher": ("sam_edge.commands.cache_teacher", "run the teacher's image encoder once per image and cache the embeddings (sharded, resumable)"),
     "distill": ("sam_edge.commands.distill", "distil a student image encoder from a SAM teacher (embeddings, then prompt-in-the-loop)"),
     "export": ("sam_edge.commands.export", "export encoder + decoder to the registered formats (see its --formats), verified, with a manifest"),
@@ -30,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app-constants": ("sam_edge.export.app_constants", "generate the iOS / Android sample apps' ModelConstants from an export's manifest"),
     "app-bundle": ("sam_edge.export.app_bundle", "copy an export's models into the iOS / Android sample apps, regenerate their constants and test golden"),
     "report": ("sam_edge.bench.report", "merge bench results into JSON, CSV, Markdown and PNG plots"),
-    "eval": ("sam_edge.commands.eval", "mIoU of a student against its teacher (and both against ground truth) on held-out data"),
+    "eval": ("sam_edge.commands.eval", "alias of `evaluate --against teacher`: a student's mIoU against its teacher (and both against ground truth)"),
 }
 
 
