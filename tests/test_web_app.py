@@ -389,7 +389,7 @@ def test_page_segments_like_python_and_reports_bad_input(server, export_dir, tmp
     assert len(res["steps"]["candidates"]) == 4
     assert [c["pressed"] for c in res["steps"]["candidates"]].count("true") == 1
     assert res["steps"]["selected_other"] != info["channel"]
-    exported = np.asarray(Image.open(out / "sam_edge.export.png").convert("L")) > 127
+    exported = np.asarray(Image.open(out / "export.png").convert("L")) > 127
     assert exported.shape == (h, w) and (exported == page_mask).all()
     assert res["steps"]["export_name"] == "sample_mask.png"
 
