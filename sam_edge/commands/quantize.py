@@ -43,29 +43,6 @@ def run(args: argparse.Namespace) -> int:
     return _torchao(args, model) if args.torchao else _qat(args, model)
 
 
-def run(args: argparse.Namespace) -> int:
-    from sam_edge.registry import load_model_spec
-
-    model = load_model_spec(args.model, args.checkpoint).eval()
-    return _torchao(args, model) if args.torchao else _qat(args, model)
-
-
-def qat(model: str, out: str, **options) -> int:
-    """``sam-edge quantize --model MODEL --qat --out OUT`` as a function (the pipeline's quantize
-    stage): ``options`` are the command's other flags by their argument names (``teacher``,
-    ``teacher_checkpoint``, ``data``, ``target``, ``images``, ``calib_images``, ``eval_images``,
-    ``steps``, ``batch_size``, ``lr``, ``checkpoint``), the rest keep the command's defaults."""
-    parser = argparse.ArgumentParser(prog="sam-edge quantize")
-    add_arguments(parser)
-    args = parser.parse_args(["--model", str(model), "--qat", "--out", str(out)])
-    unknown = sorted(k for k in options if not hasattr(args, k) or k in ("model", "qat", "torchao", "out"))
-    if unknown:
-        raise TypeError(f"qat(): unknown option(s) {unknown}")
-    for k, v in options.items():
-        setattr(args, k, v)
-    return run(args)
-
-
 def _torchao(args, model) -> int:
     import torch
 

@@ -311,7 +311,7 @@ def run_pipeline(cfg: PipelineConfig, dry_run: bool = False, log: Callable[[str]
         if not fmts:
             raise RuntimeError(f"no export toolchain installed ({missing}); pip install 'sam-edge[export]'")
         n_cal, n_ver = cfg.export.calib_images, cfg.export.verify_images
-        calib = load_images(d.data, limit=n_cal)[:n_cal] if n_cal else []
+        calib = load_images(d.data, limit=n_cal) if n_cal else []
         verify = load_images(cfg.eval.data, limit=n_ver)
         if export_dir.exists():
             shutil.rmtree(export_dir)  # a new student: no stale artifacts
