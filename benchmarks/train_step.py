@@ -101,7 +101,10 @@ def _measure(trainer: Any, batches: list[dict], device: torch.device,
 
 # ------------------------------------------------------------------------------------- tasks
 def bench_pretrain(args: argparse.Namespace, data: Path, work: Path) -> dict[str, Any]:
-    from sam_edge.training.pretrain import PretrainConfig, Trainer
+    try:
+        from sam_edge.training.pretrain import PretrainConfig, Trainer
+    except ImportError:  # a revision before the layout move (--compare-rev)
+        from distill.pretrain import PretrainConfig, Trainer
 
     cfg = PretrainConfig(model=args.pretrain_model, data=str(data), out=str(work / "pretrain"),
                          batch_size=args.pretrain_batch, masks_per_image=args.masks_per_image,
@@ -124,7 +127,11 @@ def bench_pretrain(args: argparse.Namespace, data: Path, work: Path) -> dict[str
 
 
 def _distiller(args: argparse.Namespace, data: Path, work: Path, stage: str):
-    from sam_edge.distillation import config as C, distiller as R, stages as D
+    try:
+        from sam_edge.distillation import config as C, distiller as R, stages as D
+    except ImportError:  # a revision before the layout move (--compare-rev): one module held all three
+        from distill import distill as D
+        C = R = D
     d = {"teacher": args.teacher, "student": args.student, "data": str(data), "out": str(work / stage),
          "val_fraction": 0.0, "val_images": 0, "device": args.device, "amp": args.amp, "seed": 0,
          "stage1": {"steps": 10_000, "batch_size": args.stage1_batch},
@@ -168,7 +175,10 @@ def run_here(args: argparse.Namespace) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="train_step_") as tmp:
         work = Path(tmp)
         if data is None:
-            from sam_edge.data.synth import generate_dataset
+            try:
+                from sam_edge.data.synth import generate_dataset
+            except ImportError:  # a revision before the layout move
+                from distill.synth import generate_dataset
 
             data = work / "data"
             generate_dataset(data, num_images=max(64, 4 * args.pretrain_batch), image_size=256, seed=0)
