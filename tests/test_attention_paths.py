@@ -104,3 +104,33 @@ def test_key_token_bias_removes_masked_keys_on_both_paths(mode, few):
             ref = att(q[b:b + 1], k[b:b + 1, keep[b]], v[b:b + 1, keep[b]])
             torch.testing.assert_close(got[b:b + 1], ref, rtol=1e-9, atol=1e-10)
         assert not torch.allclose(att(q, k, v), got)  # without the bias the masked keys count
+
+
+def test_torch_export_takes_the_factorised_path_and_torchao_weights_the_direct_one():
+    """Under torch.export the weights are fake tensors: the path choice must not mistake them for
+    quantised ones (that sent every exported decoder down the direct path); a torchao int8 weight
+    (a tensor subclass with only a linear kernel) must still go direct."""
+    seen = []
+
+    class Rec(Attention):
+        def _path(self, q, k, v):
+            seen.append(super()._path(q, k, v))
+            return seen[-1]
+
+    class Host(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.att = Rec(64, 4, downsample_rate=2)
+
+        def forward(self, q, k):
+            return self.att(q, k, k)
+
+    n = torch.export.Dim("n", min=1, max=16)
+    torch.export.export(Host().eval(), (torch.randn(1, 3, 64), torch.randn(1, 300, 64)),
+                        dynamic_shapes=({1: n}, None), strict=False)
+    assert seen and set(seen) == {"few_queries"}
+    torchao = pytest.importorskip("torchao.quantization")
+    att = Attention(64, 4, downsample_rate=2)
+    torchao.quantize_(att, torchao.Int8WeightOnlyConfig())
+    assert not att._plain_weights()
+    assert att._path(torch.zeros(1, 3, 64), torch.zeros(1, 300, 64), torch.zeros(1, 300, 64)) == "direct"

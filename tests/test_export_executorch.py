@@ -81,6 +81,9 @@ def test_manifest_entries_and_verification(export_dir):
                 assert v["metrics"]["cosine_min"] >= 0.9999
             else:
                 assert v["metrics"]["mask_iou_mean"] >= 0.99
+                # float graphs: every norm is XNNPACK ops (export.norms), no-op copies dropped
+                note = next(n for n in a["exporter_notes"] if n.startswith("delegation:"))
+                assert "native_layer_norm" not in note and "mean_dim" not in note, note
         else:
             assert v["passed"] or v["reason"] == INT8_REASON
             q = a["quantization"]
@@ -171,3 +174,28 @@ def test_sam_edge_runtime_imports_no_executorch():
             "print('executorch' in sys.modules, 'export' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_drop_noop_copies_removes_same_shape_expands_only():
+    from executorch.exir import to_edge
+
+    from sam_edge.formats.executorch import drop_noop_copies
+
+    class M(torch.nn.Module):
+        def forward(self, a, b, w):
+            return torch.matmul(a, b) + torch.matmul(a, w)   # w (1 x 4 x 5) broadcasts: a real expand
+
+    args = (torch.randn(2, 3, 4), torch.randn(2, 4, 5), torch.randn(1, 4, 5))
+    gm = to_edge(torch.export.export(M(), args, strict=False)).exported_program().graph_module
+
+    def expands(g):
+        return [n for n in g.graph.nodes if "expand_copy" in str(n.target)]
+
+    before = expands(gm)
+    assert len(before) >= 2
+    res = drop_noop_copies(gm)
+    after = expands(res.graph_module)
+    assert res.modified and 1 <= len(after) < len(before)
+    for n in after:  # the ones kept change the shape
+        assert tuple(n.args[0].meta["val"].shape) != tuple(n.meta["val"].shape)
+    torch.testing.assert_close(res.graph_module(*args)[0], M()(*args))

@@ -43,6 +43,7 @@ import torch
 from sam_edge.export.calibration import decoder_calibration_feeds, encoder_calibration_feeds
 from sam_edge.export.common import ExportDir, ExportError, format_error, load_images
 from sam_edge.export.manifest import library_versions
+from sam_edge.export.norms import with_product_norms
 from sam_edge.export.wrappers import (  # MathAttention: SDPA as matmul + softmax, fewer partitions
     DECODER_INPUT_NAMES,
     DECODER_OUTPUT_NAMES,
@@ -214,6 +215,33 @@ def delegation_summary(edge_program) -> dict[str, Any]:
     }
 
 
+def drop_noop_copies(gm: torch.fx.GraphModule):
+    """Edge-dialect pass: removes ``expand_copy`` / ``view_copy`` nodes whose output has the
+    input's shape. ``torch.matmul`` on 3-D / 4-D operands decomposes into expand + view + bmm
+    even when nothing broadcasts; XNNPACK does not take those copies, so each one ran in the
+    portable kernels (up to 4 MB per copy in SAM's decoder) and split the delegated graph."""
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    targets = (exir_ops.edge.aten.expand_copy.default, exir_ops.edge.aten.view_copy.default)
+    dropped = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in targets:
+            continue
+        src = node.args[0]
+        a, b = src.meta.get("val"), node.meta.get("val")
+        # shapes compared as text: symbolic sizes (the decoder's number of points) are equal
+        # when they are the same expression, without adding a guard
+        if a is not None and b is not None and a.dtype == b.dtype and str(tuple(a.shape)) == str(tuple(b.shape)):
+            node.replace_all_uses_with(src)
+            gm.graph.erase_node(node)
+            dropped += 1
+    if dropped:
+        gm.graph.lint()
+        gm.recompile()
+    return PassResult(gm, dropped > 0)
+
+
 def lower_to_pte(ep, path: Path, what: str) -> dict[str, Any]:
     """Lower an exported program to XNNPACK, write the .pte, check the runtime has a kernel for
     every non-delegated operator. Returns the delegation summary."""
@@ -222,7 +250,8 @@ def lower_to_pte(ep, path: Path, what: str) -> dict[str, Any]:
 
     try:
         with _quiet():
-            edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+            edge = to_edge_transform_and_lower(ep, transform_passes=[drop_noop_copies],
+                                               partitioner=[XnnpackPartitioner()])
             summary = delegation_summary(edge)
             prog = edge.to_executorch()
     except Exception as exc:  # noqa: BLE001
@@ -335,7 +364,9 @@ def export_executorch(
                 staged = Path(tmp) / file
                 quant = None
                 if prec == "fp32":
-                    ep = _torch_export(module, ex, dyn, file)
+                    # norms as XNNPACK ops (export.norms): float graphs only; the checks below
+                    # still compare the .pte with the original module
+                    ep = _torch_export(with_product_norms(module)[0], ex, dyn, file)
                 else:
                     if role not in feeds:
                         feeds[role] = (encoder_calibration_feeds(model, calib, normalize_inside) if role == "encoder"

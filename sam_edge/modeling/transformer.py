@@ -7,6 +7,7 @@ from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 from torch import nn
 
 from .common import MLPBlock
@@ -135,8 +136,10 @@ class Attention(nn.Module):
     def _plain_weights(self) -> bool:
         """The factorised path reshapes the projection weights: only plain tensors (a torchao
         int8 weight is a tensor subclass that takes only its linear kernel)."""
-        return all(type(m.weight) in (torch.Tensor, nn.Parameter)
-                   for m in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
+        # (not "type is Tensor or Parameter": under torch.export the weights are fake / functional
+        # tensors, and that test sent every exported decoder down the direct path)
+        return not any(is_traceable_wrapper_subclass(m.weight)
+                       for m in (self.q_proj, self.k_proj, self.v_proj, self.out_proj))
 
     def _head_weights(self, lin: nn.Linear) -> torch.Tensor:
         """Linear weight (internal x C) as heads x head_dim x C."""
